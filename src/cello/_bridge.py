@@ -1,0 +1,346 @@
+"""The bridge between a connection's ASGI task on the event loop and handler threads.
+
+Every message a handler sends and receives crosses here, and this is the only module that
+coordinates the event loop with other threads for a connection. The whole path of a message
+is in this file:
+
+* outgoing: `Channel.send` (any thread) appends the ASGI event to the connection's
+  outbox and, only if the writer task is idle, wakes it with one `call_soon_threadsafe`;
+  `Channel._write` (a task on the loop) drains the outbox into the ASGI `send`.
+* incoming: `Channel._pump` (a task on the loop) awaits the ASGI `receive` and puts each
+  message on a `queue.SimpleQueue`; `Channel.recv` (the handler thread) takes it from there.
+
+Why this shape: a round trip to the loop per call (`run_coroutine_threadsafe(...).result()`)
+costs two thread switches and a future per message; here a send costs an append, and a
+wake-up only when the writer has gone idle. Both queues are bounded so a slow client or a
+slow handler applies back-pressure instead of growing memory: senders block (from a worker
+thread) when the outbox is full, and the pump stops reading (so the server stops reading
+the socket) when the inbox is full.
+
+Flags shared by the two sides are each written by one side and read by the other, in the
+order "write mine, then read theirs", so that at least one side sees the other under the
+GIL; a spurious wake-up is harmless, a missed one is not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections import deque
+from typing import Any, Final
+
+from starlette.types import Message, Receive, Send
+
+from .errors import ConnectionClosed
+from .messages import WebSocketMessage
+
+#: Outgoing messages queued per connection before senders wait.
+OUTBOX_LIMIT: Final = 64
+#: Incoming messages queued per connection before the pump stops reading the socket.
+INBOX_LIMIT: Final = 64
+
+#: What the peer's close code means when the connection was lost without a close frame.
+ABNORMAL_CLOSURE: Final = 1006
+
+_CLOSED = None  # the inbox sentinel: no more messages will come
+#: ASGI events after which nothing more can be sent on the connection.
+_FINAL_EVENTS: Final = frozenset({"websocket.close", "websocket.http.response.body"})
+
+logger = logging.getLogger("cello")
+
+
+def to_message(event: Message) -> WebSocketMessage:
+    """An ASGI `websocket.receive` event as a `WebSocketMessage`."""
+    text = event.get("text")
+    if text is not None:
+        return WebSocketMessage("text", text=text)
+    return WebSocketMessage("binary", data=event.get("bytes") or b"")
+
+
+class Channel:
+    """One WebSocket connection's queues, writer and receive pump.
+
+    Created on the event loop by the connection's ASGI task. `send`, `close` and `recv`
+    may be called from any thread (`recv` blocks, so not from the loop's own thread);
+    the `a`-prefixed methods are the event loop's versions.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, receive: Receive, send: Send) -> None:
+        self._loop = loop
+        self._loop_thread = threading.get_ident()
+        self._receive = receive
+        self._asgi_send = send
+        #: Close code and reason once closed by either side; `None` while open.
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self._app_closed = False
+
+        # Outgoing side.
+        self._outbox: deque[Message] = deque()
+        self._writer_idle = True  # written by the writer task; cleared by senders
+        self._writer_wakeup: asyncio.Future[None] | None = None
+        self._space = threading.Condition(threading.Lock())
+        self._space_waiters = 0
+        self._space_on_loop: asyncio.Event | None = None
+        self._writer: asyncio.Task[None] = loop.create_task(self._write())
+
+        # Incoming side (used by sync handlers only; async handlers receive directly).
+        self._inbox: queue.SimpleQueue[WebSocketMessage | None] = queue.SimpleQueue()
+        self._received = 0  # written by the pump only
+        self._taken = 0  # written by consumers only
+        self._pump_waiting = False
+        self._pump_resume = asyncio.Event()
+        self._pump: asyncio.Task[None] | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.close_code is None
+
+    # ----------------------------------------------------------------- outgoing
+
+    def send(self, event: Message) -> None:
+        """Queue an ASGI event for the client, from any thread; wait while the outbox is full.
+
+        A worker thread blocks until the writer has drained the outbox to half. On the
+        event loop's thread blocking would stop the writer itself, so there a client that
+        is this far behind is disconnected with 1008 instead (`send` raises).
+
+        Raises:
+            ConnectionClosed: the connection is closed, or closes while waiting.
+        """
+        if self.close_code is not None:
+            raise ConnectionClosed(self.close_code, self.close_reason)
+        outbox = self._outbox
+        outbox.append(event)
+        if self._writer_idle:
+            self._writer_idle = False
+            if threading.get_ident() == self._loop_thread:
+                self._wake_writer()
+            else:
+                self._call_soon_threadsafe(self._wake_writer)
+        if len(outbox) > OUTBOX_LIMIT:
+            self._wait_for_space()
+
+    async def asend(self, event: Message) -> None:
+        """`send` for coroutines on the event loop: waits for space without blocking it."""
+        if self.close_code is not None:
+            raise ConnectionClosed(self.close_code, self.close_reason)
+        self._outbox.append(event)
+        if self._writer_idle:
+            self._writer_idle = False
+            self._wake_writer()
+        while len(self._outbox) > OUTBOX_LIMIT and self.close_code is None:
+            if self._space_on_loop is None:
+                self._space_on_loop = asyncio.Event()
+            self._space_on_loop.clear()
+            await self._space_on_loop.wait()
+
+    def _wait_for_space(self) -> None:
+        if threading.get_ident() == self._loop_thread:
+            self.close(1008, "client too slow")
+            raise ConnectionClosed(1008, "client too slow")
+        with self._space:
+            self._space_waiters += 1
+            try:
+                while len(self._outbox) > OUTBOX_LIMIT and self.close_code is None:
+                    self._space.wait()
+            finally:
+                self._space_waiters -= 1
+        if self.close_code is not None and not self._app_closed:
+            raise ConnectionClosed(self.close_code, self.close_reason)
+
+    def _wake_writer(self) -> None:
+        wakeup = self._writer_wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
+
+    async def _write(self) -> None:
+        """Drain the outbox into the ASGI `send` until an event that ends the connection."""
+        outbox = self._outbox
+        asgi_send = self._asgi_send
+        low_water = OUTBOX_LIMIT // 2
+        while True:
+            while outbox:
+                event = outbox.popleft()
+                try:
+                    await asgi_send(event)
+                except OSError:  # uvicorn's ClientDisconnected: the client is gone
+                    self._lost()
+                    return
+                except Exception:
+                    logger.exception("Sending %s failed", event["type"])
+                    self._lost()
+                    return
+                if self._space_waiters and len(outbox) <= low_water:
+                    self._notify_space()
+                if event["type"] in _FINAL_EVENTS and not event.get("more_body"):
+                    self._notify_space()
+                    return
+            if self.close_code is not None and not outbox:
+                return
+            self._writer_idle = True
+            if outbox:
+                self._writer_idle = False
+                continue
+            self._writer_wakeup = self._loop.create_future()
+            await self._writer_wakeup
+            self._writer_wakeup = None
+
+    def _notify_space(self) -> None:
+        if self._space_on_loop is not None:
+            self._space_on_loop.set()
+        with self._space:
+            self._space.notify_all()
+
+    async def flush(self) -> None:
+        """Wait until the writer has sent everything queued up to the close."""
+        if not self._writer.done():
+            self._wake_writer()
+            await asyncio.shield(self._writer)
+
+    # ----------------------------------------------------------------- incoming
+
+    def start_pump(self) -> None:
+        """Start reading client messages into the inbox (for sync handlers)."""
+        self._pump = self._loop.create_task(self._run_pump())
+
+    async def _run_pump(self) -> None:
+        receive = self._receive
+        inbox = self._inbox
+        while True:
+            event = await receive()
+            kind = event["type"]
+            if kind == "websocket.receive":
+                inbox.put(to_message(event))
+                self._received += 1
+                if self._received - self._taken >= INBOX_LIMIT:
+                    await self._wait_for_consumer()
+            elif kind == "websocket.disconnect":
+                self._closed_by_peer(event.get("code", 1005), event.get("reason") or "")
+                return
+
+    async def _wait_for_consumer(self) -> None:
+        self._pump_waiting = True
+        while self._received - self._taken >= INBOX_LIMIT // 2:
+            self._pump_resume.clear()
+            if self._received - self._taken < INBOX_LIMIT // 2:
+                break
+            await self._pump_resume.wait()
+        self._pump_waiting = False
+
+    def recv(self, timeout: float | None = None) -> WebSocketMessage | None:
+        """The next client message; a close message once, then `None`. Blocks (not on the loop).
+
+        Raises:
+            TimeoutError: no message arrived within `timeout` seconds.
+        """
+        if self._app_closed:
+            return None
+        if threading.get_ident() == self._loop_thread:
+            raise RuntimeError(
+                "recv() blocks, so it cannot run on the event loop: "
+                "use an async handler and `await ws.recv()`"
+            )
+        try:
+            message = self._inbox.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError(f"no WebSocket message within {timeout} s") from None
+        if message is _CLOSED:
+            self._inbox.put(_CLOSED)  # every later call, in any thread, sees it too
+            return None
+        if message.msg_type != "close":
+            self._taken += 1
+            if self._pump_waiting and self._received - self._taken < INBOX_LIMIT // 2:
+                self._call_soon_threadsafe(self._pump_resume.set)
+        return message
+
+    async def arecv(self, timeout: float | None = None) -> WebSocketMessage | None:
+        """`recv` for async handlers: reads the ASGI `receive` directly, no pump."""
+        if self.close_code is not None:
+            return None
+        try:
+            async with asyncio.timeout(timeout):
+                event = await self._receive()
+        except TimeoutError:
+            raise TimeoutError(f"no WebSocket message within {timeout} s") from None
+        if event["type"] == "websocket.receive":
+            return to_message(event)
+        if event["type"] == "websocket.disconnect":
+            return self._closed_by_peer(event.get("code", 1005), event.get("reason") or "")
+        return None
+
+    # ----------------------------------------------------------------- closing
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close from the app's side, from any thread: queue the close frame after what is
+        already queued; later sends raise `ConnectionClosed`, `recv` returns `None`."""
+        if self.close_code is not None:
+            return
+        self._outbox.append({"type": "websocket.close", "code": code, "reason": reason})
+        self._app_closed = True
+        self.close_code = code
+        self.close_reason = reason
+        self._inbox.put(_CLOSED)
+        if threading.get_ident() == self._loop_thread:
+            self._after_close()
+        else:
+            self._call_soon_threadsafe(self._after_close)
+
+    def _after_close(self) -> None:
+        self._wake_writer()
+        self._notify_space()
+
+    def deny(self, events: list[Message]) -> None:
+        """Refuse the connection before acceptance with the given ASGI events."""
+        for event in events:
+            self.send(event)
+        self._app_closed = True
+        self.close_code = 1008
+        self._inbox.put(_CLOSED)
+
+    def _closed_by_peer(self, code: int, reason: str) -> WebSocketMessage | None:
+        """The client closed (or vanished): wake every waiter; what `recv` should return."""
+        if self.close_code is not None:
+            return None
+        self.close_code = code
+        self.close_reason = reason
+        self._outbox.clear()  # nothing more can reach this client
+        self._wake_writer()
+        self._notify_space()
+        message = None if code == ABNORMAL_CLOSURE else WebSocketMessage.close(code, reason)
+        if message is not None:
+            self._inbox.put(message)
+        self._inbox.put(_CLOSED)
+        return message
+
+    def abort(self) -> None:
+        """The connection's task is going away: fail every waiter and later call at once."""
+        self._lost()
+
+    def _lost(self) -> None:
+        """The ASGI send failed: the client is gone whatever the app had decided."""
+        if self.close_code is None:
+            self._closed_by_peer(ABNORMAL_CLOSURE, "")
+        else:
+            self._outbox.clear()
+            self._notify_space()
+
+    async def finish(self) -> None:
+        """End the connection's tasks: flush what the app queued, then stop the pump."""
+        if self.close_code is None:
+            self.close(1000)
+        await self.flush()
+        pump = self._pump
+        if pump is not None:
+            self._pump = None
+            pump.cancel()
+            await asyncio.gather(pump, return_exceptions=True)
+
+    def _call_soon_threadsafe(self, callback: Any) -> None:
+        try:
+            self._loop.call_soon_threadsafe(callback)
+        except RuntimeError:
+            # The loop has closed (process exit): the connection is gone with it.
+            self._lost()

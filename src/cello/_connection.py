@@ -1,0 +1,271 @@
+"""The life of one WebSocket connection, from `websocket.connect` to the last ASGI event.
+
+Route the path; refuse it if no route matches; run the route's guards (which may refuse
+with an HTTP status before anything is accepted); accept with the chosen subprotocol;
+run the handler (a sync one on a handler thread, an async one on the loop); close with
+1000 when it returns or 1011 when it raises. The close codes the server may see:
+
+* 1000: the handler returned; 1011: the handler raised (logged with its traceback);
+* 1013: every handler thread is busy (the app's `websocket_threads` budget);
+* 1001: the server is shutting down (see `App.close_websockets`);
+* before acceptance: the guard's HTTP status through the ASGI denial-response extension,
+  or close code 1008 (HTTP 403) where the server lacks it; 404 for an unknown path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anyio.to_thread
+from starlette.exceptions import HTTPException
+from starlette.types import Message, Receive, Scope, Send
+
+from ._bridge import Channel
+from .errors import ConnectionClosed
+from .request import Request
+from .websocket import AsyncWebSocket, WebSocket
+
+if TYPE_CHECKING:
+    from .app import App
+
+logger = logging.getLogger("cello")
+
+#: A guard looks at the upgrade request before acceptance. It refuses the connection by
+#: raising `HTTPException(status, detail)` or returning `False`; anything else accepts.
+Guard = Callable[[Request], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class WebSocketEndpoint:
+    """A registered WebSocket route: the handler and how to call it."""
+
+    handler: Callable[..., Any]
+    is_async: bool
+    takes_request: bool
+    subprotocols: tuple[str, ...]
+    guards: tuple[Guard, ...]
+
+    @classmethod
+    def create(
+        cls,
+        handler: Callable[..., Any],
+        subprotocols: Sequence[str],
+        guards: Sequence[Guard],
+    ) -> WebSocketEndpoint:
+        positional = [
+            p
+            for p in inspect.signature(handler).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+        if len(positional) not in (1, 2):
+            raise TypeError(
+                f"WebSocket handler {handler.__qualname__} must take (ws) or (ws, request)"
+            )
+        return cls(
+            handler=handler,
+            is_async=inspect.iscoroutinefunction(handler),
+            takes_request=len(positional) == 2,
+            subprotocols=tuple(subprotocols),
+            guards=tuple(guards),
+        )
+
+    @property
+    def name(self) -> str:
+        return f"{self.handler.__module__}.{self.handler.__qualname__}"
+
+
+def choose_subprotocol(offered: Sequence[str], supported: Sequence[str]) -> str | None:
+    """The first subprotocol in the client's order of preference that the route supports."""
+    for candidate in offered:
+        candidate = candidate.strip()
+        if candidate in supported:
+            return candidate
+    return None
+
+
+def refusal(scope: Scope, status: int, detail: str, headers: Any = None) -> list[Message]:
+    """The ASGI events that refuse a connection before acceptance.
+
+    An HTTP response with `status` and a JSON body where the server supports the
+    denial-response extension; otherwise close code 1008, which servers answer with 403.
+    """
+    if "websocket.http.response" not in (scope.get("extensions") or {}):
+        return [{"type": "websocket.close", "code": 1008, "reason": ""}]
+    body = json.dumps({"detail": detail}).encode()
+    raw_headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    raw_headers += [(k.lower().encode(), v.encode()) for k, v in dict(headers or {}).items()]
+    return [
+        {"type": "websocket.http.response.start", "status": status, "headers": raw_headers},
+        {"type": "websocket.http.response.body", "body": body},
+    ]
+
+
+def _refusal_for(scope: Scope, error: BaseException | None) -> list[Message]:
+    if error is None:
+        return refusal(scope, 403, "Forbidden")
+    if isinstance(error, HTTPException):
+        return refusal(scope, error.status_code, error.detail, error.headers)
+    logger.error("WebSocket guard raised; refusing the connection", exc_info=error)
+    return refusal(scope, 500, "Internal Server Error")
+
+
+def _call_handler(endpoint: WebSocketEndpoint, ws: Any, request: Request) -> Any:
+    if endpoint.takes_request:
+        return endpoint.handler(ws, request)
+    return endpoint.handler(ws)
+
+
+def _log_handler_error(endpoint: WebSocketEndpoint, error: BaseException) -> None:
+    logger.error("WebSocket handler %s raised", endpoint.name, exc_info=error)
+
+
+async def serve_websocket(app: App, scope: Scope, receive: Receive, send: Send) -> None:
+    """The ASGI application for one `websocket` scope."""
+    event = await receive()
+    if event["type"] != "websocket.connect":
+        return  # the client left before the handshake
+    found = app.websocket_routes.match_scope(scope)
+    if found is None:
+        for message in refusal(scope, 404, "No WebSocket route for this path"):
+            await send(message)
+        return
+    endpoint, params = found
+    request = Request(scope, params)
+    subprotocol = choose_subprotocol(scope.get("subprotocols") or (), endpoint.subprotocols)
+    accept: Message = {"type": "websocket.accept", "subprotocol": subprotocol}
+    loop = asyncio.get_running_loop()
+    channel = Channel(loop, receive, send)
+    app.live_channels.add(channel)
+    try:
+        if endpoint.is_async:
+            await _run_async(endpoint, channel, request, subprotocol, accept)
+        else:
+            await _run_sync(app, endpoint, channel, request, subprotocol, accept)
+    finally:
+        app.live_channels.discard(channel)
+
+
+async def _run_async(
+    endpoint: WebSocketEndpoint,
+    channel: Channel,
+    request: Request,
+    subprotocol: str | None,
+    accept: Message,
+) -> None:
+    error: BaseException | None = None
+    try:
+        for guard in endpoint.guards:
+            if inspect.iscoroutinefunction(guard):
+                allowed = await guard(request)
+            else:
+                allowed = await anyio.to_thread.run_sync(guard, request)
+            if allowed is False:
+                break
+        else:
+            allowed = True
+    except Exception as exc:  # noqa: BLE001 - any guard failure refuses the connection
+        allowed, error = False, exc
+    if not allowed:
+        channel.deny(_refusal_for(request.scope, error))
+        await channel.finish()
+        return
+    ws = AsyncWebSocket(channel, request, subprotocol)
+    await channel.asend(accept)
+    try:
+        await _call_handler(endpoint, ws, request)
+    except ConnectionClosed:
+        pass  # a send raced the client's departure: a normal end
+    except Exception as exc:  # noqa: BLE001 - the handler boundary: log, close 1011, serve on
+        _log_handler_error(endpoint, exc)
+        channel.close(1011, "internal error")
+    except asyncio.CancelledError:
+        channel.abort()
+        raise
+    await channel.finish()
+
+
+async def _run_sync(
+    app: App,
+    endpoint: WebSocketEndpoint,
+    channel: Channel,
+    request: Request,
+    subprotocol: str | None,
+    accept: Message,
+) -> None:
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    ws = WebSocket(channel, request, subprotocol)
+
+    def finished() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    def run_in_thread() -> None:
+        try:
+            if _guards_allow(endpoint, request, channel, loop):
+                channel.send(accept)
+                _call_handler(endpoint, ws, request)
+        except ConnectionClosed:
+            pass  # a send raced the client's departure: a normal end
+        except Exception as exc:  # noqa: BLE001 - the handler boundary: log, close 1011
+            _log_handler_error(endpoint, exc)
+            channel.close(1011, "internal error")
+        finally:
+            # RuntimeError: the loop is gone (process exit) and nobody is waiting.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(finished)
+
+    channel.start_pump()
+    if not app.handler_threads.submit(run_in_thread):
+        logger.warning(
+            "All %d WebSocket handler threads are busy; refusing %s with 1013",
+            app.handler_threads.limit,
+            request.path,
+        )
+        channel.send(accept)
+        channel.close(1013, "server busy, try again later")
+        await channel.finish()
+        return
+    try:
+        await done
+    except asyncio.CancelledError:
+        channel.abort()  # wake the handler's blocked recv/send so its thread can end
+        raise
+    await channel.finish()
+
+
+def _guards_allow(
+    endpoint: WebSocketEndpoint,
+    request: Request,
+    channel: Channel,
+    loop: asyncio.AbstractEventLoop,
+) -> bool:
+    """Run the route's guards on the handler thread; refuse through `channel` if one says no."""
+    error: Exception | None = None
+    try:
+        for guard in endpoint.guards:
+            result = guard(request)
+            if inspect.isawaitable(result):
+                result = asyncio.run_coroutine_threadsafe(_await(result), loop).result()
+            if result is False:
+                break
+        else:
+            return True
+    except Exception as exc:  # noqa: BLE001 - any guard failure refuses the connection
+        error = exc
+    channel.deny(_refusal_for(request.scope, error))
+    return False
+
+
+async def _await(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable

@@ -1,0 +1,108 @@
+"""The worker threads that run synchronous WebSocket handlers.
+
+A sync handler holds its thread for the whole life of its connection, so the pool must
+hold as many threads as there are connections: anyio's shared limiter (40 tokens) would
+leave the 41st client hanging. `HandlerThreads` has its own budget, refuses work past it
+at once (the caller then closes the connection with 1013), and reuses idle threads so a
+burst of short connections does not pay for a new thread each. Idle threads exit after
+`idle_timeout` seconds, and all of them on `shutdown`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+from collections.abc import Callable
+
+Job = Callable[[], None]
+
+_counter = itertools.count(1)
+
+
+class HandlerThreads:
+    """A bounded, elastic pool of daemon threads, one job (connection) per thread at a time."""
+
+    def __init__(self, limit: int, *, idle_timeout: float = 5.0, name: str = "cello-ws") -> None:
+        if limit < 1:
+            raise ValueError("the thread limit must be at least 1")
+        self.limit = limit
+        self.idle_timeout = idle_timeout
+        self._name = name
+        self._lock = threading.Lock()
+        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._busy = 0  # threads running a job
+        self._idle = 0  # threads waiting for one
+        self._threads: set[threading.Thread] = set()
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        """Whether `shutdown` has been called."""
+        return self._closed
+
+    @property
+    def busy(self) -> int:
+        """How many jobs are running now."""
+        return self._busy
+
+    def submit(self, job: Job) -> bool:
+        """Run `job` on a pool thread; `False` (and nothing runs) when the budget is spent."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the handler thread pool has been shut down")
+            if self._busy >= self.limit:
+                return False
+            self._busy += 1
+            if self._idle:
+                self._idle -= 1
+                self._jobs.put(job)
+                return True
+            thread = threading.Thread(
+                target=self._work, args=(job,), name=f"{self._name}-{next(_counter)}", daemon=True
+            )
+            self._threads.add(thread)
+        thread.start()
+        return True
+
+    def _work(self, job: Job | None) -> None:
+        try:
+            while job is not None:
+                try:
+                    job()
+                finally:
+                    with self._lock:
+                        self._busy -= 1
+                        if not self._closed:
+                            self._idle += 1
+                job = None if self._closed else self._next_job()
+        finally:
+            with self._lock:
+                self._threads.discard(threading.current_thread())
+
+    def _next_job(self) -> Job | None:
+        try:
+            return self._jobs.get(timeout=self.idle_timeout)
+        except queue.Empty:
+            with self._lock:
+                # A job may have been handed to this thread between the timeout and the lock.
+                try:
+                    return self._jobs.get_nowait()
+                except queue.Empty:
+                    self._idle -= 1
+                    return None
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Close the pool: idle threads exit now, busy ones when their job returns.
+
+        Waits up to `timeout` seconds for every thread to end. A closed pool takes no jobs.
+        """
+        with self._lock:
+            self._closed = True
+            for _ in range(self._idle):
+                self._jobs.put(None)
+            self._idle = 0
+            threads = list(self._threads)
+        for thread in threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout)

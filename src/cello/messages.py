@@ -1,0 +1,128 @@
+"""`WebSocketMessage`: one WebSocket message, as handlers receive and send it.
+
+The shape follows the Cello documentation (`msg_type`, `text`, `data`, factories and
+predicates) so that code written against it runs unchanged. A close message also carries
+the close `code` and `reason`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal, overload
+
+MessageType = Literal["text", "binary", "ping", "pong", "close"]
+
+
+class _TextField:
+    """`WebSocketMessage.text` is both the factory and the attribute, as in Cello.
+
+    On the class it returns the factory (`WebSocketMessage.text("hi")`); on a message it
+    returns the message's text (`msg.text`).
+    """
+
+    @overload
+    def __get__(
+        self, instance: None, owner: type[WebSocketMessage]
+    ) -> Callable[[str], WebSocketMessage]: ...
+    @overload
+    def __get__(self, instance: WebSocketMessage, owner: type[WebSocketMessage]) -> str | None: ...
+    def __get__(
+        self, instance: WebSocketMessage | None, owner: type[WebSocketMessage]
+    ) -> Callable[[str], WebSocketMessage] | str | None:
+        if instance is None:
+            return owner.text_message
+        return instance._text
+
+    def __set__(self, instance: WebSocketMessage, value: str | None) -> None:
+        instance._text = value
+
+
+class WebSocketMessage:
+    """A WebSocket message: text, binary, ping, pong or close.
+
+    Attributes:
+        msg_type: One of `"text"`, `"binary"`, `"ping"`, `"pong"`, `"close"`.
+        text: The text of a text message, else `None`.
+        data: The payload of a binary (or ping/pong) message, else `None`.
+        code: For a close message, the close code (1000 when none was given).
+        reason: For a close message, the close reason (may be empty).
+    """
+
+    __slots__ = ("_text", "code", "data", "msg_type", "reason")
+
+    text = _TextField()
+
+    def __init__(
+        self,
+        msg_type: MessageType,
+        text: str | None = None,
+        data: bytes | None = None,
+        *,
+        code: int | None = None,
+        reason: str = "",
+    ) -> None:
+        self.msg_type: MessageType = msg_type
+        self._text = text
+        self.data = data
+        self.code = code
+        self.reason = reason
+
+    @classmethod
+    def text_message(cls, text: str) -> WebSocketMessage:
+        """A text message (also reachable as `WebSocketMessage.text(...)`)."""
+        return cls("text", text=text)
+
+    @classmethod
+    def binary(cls, data: bytes) -> WebSocketMessage:
+        """A binary message."""
+        return cls("binary", data=bytes(data))
+
+    @classmethod
+    def ping(cls, data: bytes = b"") -> WebSocketMessage:
+        """A ping. Sending one checks the connection is open; see `WebSocket.send`."""
+        return cls("ping", data=bytes(data))
+
+    @classmethod
+    def pong(cls, data: bytes = b"") -> WebSocketMessage:
+        """A pong. Sending one checks the connection is open; see `WebSocket.send`."""
+        return cls("pong", data=bytes(data))
+
+    @classmethod
+    def close(cls, code: int = 1000, reason: str = "") -> WebSocketMessage:
+        """A close message; sending it closes the connection with `code` and `reason`."""
+        return cls("close", code=code, reason=reason)
+
+    def is_text(self) -> bool:
+        return self.msg_type == "text"
+
+    def is_binary(self) -> bool:
+        return self.msg_type == "binary"
+
+    def is_close(self) -> bool:
+        return self.msg_type == "close"
+
+    def is_ping(self) -> bool:
+        return self.msg_type == "ping"
+
+    def is_pong(self) -> bool:
+        return self.msg_type == "pong"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, WebSocketMessage):
+            return NotImplemented
+        return (self.msg_type, self._text, self.data, self.code, self.reason) == (
+            other.msg_type,
+            other._text,
+            other.data,
+            other.code,
+            other.reason,
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        if self.msg_type == "text":
+            return f"WebSocketMessage.text({self._text!r})"
+        if self.msg_type == "close":
+            return f"WebSocketMessage.close({self.code!r}, {self.reason!r})"
+        return f"WebSocketMessage.{self.msg_type}({self.data!r})"

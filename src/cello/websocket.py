@@ -1,0 +1,236 @@
+"""The WebSocket objects handlers receive: `WebSocket` (sync) and `AsyncWebSocket`.
+
+Both are thin facades over the connection's `Channel` (see `_bridge.py`, where a
+message's whole path between the handler and the ASGI server is). They check arguments and
+turn them into ASGI events; they hold no state of their own beyond the connection's request
+and chosen subprotocol.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from starlette.types import Message
+
+from ._bridge import Channel
+from .errors import ConnectionClosed
+from .messages import WebSocketMessage
+from .request import Request
+
+__all__ = ["AsyncWebSocket", "WebSocket"]
+
+#: Close codes an application may send (RFC 6455 section 7.4, plus the private range).
+_SENDABLE_CODES = frozenset(
+    {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014}
+)
+
+
+def _text_event(text: str) -> Message:
+    if type(text) is not str and not isinstance(text, str):
+        raise TypeError(f"send_text() takes a str, not {type(text).__name__}")
+    return {"type": "websocket.send", "text": text}
+
+
+def _binary_event(data: bytes | bytearray | memoryview) -> Message:
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise TypeError(f"send_binary() takes bytes, not {type(data).__name__}")
+    return {"type": "websocket.send", "bytes": bytes(data)}
+
+
+def _json_event(value: Any) -> Message:
+    return {"type": "websocket.send", "text": json.dumps(value, separators=(",", ":"))}
+
+
+def _check_close(code: int, reason: str) -> None:
+    if code not in _SENDABLE_CODES and not 3000 <= code <= 4999:
+        raise ValueError(f"{code} is not a close code an application may send")
+    if len(reason.encode()) > 123:
+        raise ValueError("a close reason is at most 123 bytes of UTF-8")
+
+
+def _parse_json(message: WebSocketMessage | None, channel: Channel) -> Any:
+    if message is None or message.msg_type == "close":
+        raise ConnectionClosed(channel.close_code or 1005, channel.close_reason)
+    raw = message.text if message.msg_type == "text" else message.data
+    try:
+        return json.loads(raw or b"")
+    except ValueError as exc:
+        raise ValueError(f"the message is not valid JSON: {exc}") from exc
+
+
+class WebSocket:
+    """A WebSocket connection for a plain `def` handler.
+
+    Every method may be called from any thread: the handler's own, another connection's
+    handler (to broadcast) or a thread the app started. Messages sent from one thread
+    arrive in the order sent. Sends wait while the client is far behind (a bounded
+    queue), and raise `ConnectionClosed` once the connection is closed.
+
+    Attributes:
+        request: The upgrade request: `params`, `query`, `headers`, `cookies`, `client`.
+        subprotocol: The subprotocol agreed with the client, or `None`.
+    """
+
+    __slots__ = ("_channel", "request", "subprotocol")
+
+    def __init__(self, channel: Channel, request: Request, subprotocol: str | None) -> None:
+        self._channel = channel
+        self.request = request
+        self.subprotocol = subprotocol
+
+    @property
+    def connected(self) -> bool:
+        """Whether the connection is open: neither side has closed it, the client is there."""
+        return self._channel.close_code is None
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code once closed (by either side), else `None`."""
+        return self._channel.close_code
+
+    def send_text(self, text: str) -> None:
+        """Send a text message."""
+        self._channel.send(_text_event(text))
+
+    def send_binary(self, data: bytes | bytearray | memoryview) -> None:
+        """Send a binary message."""
+        self._channel.send(_binary_event(data))
+
+    def send_json(self, value: Any) -> None:
+        """Send `value` as JSON in a text message."""
+        self._channel.send(_json_event(value))
+
+    def send(self, message: WebSocketMessage) -> None:
+        """Send a `WebSocketMessage`.
+
+        Text and binary messages are sent; a close message closes the connection with its
+        code and reason. Ping and pong messages send nothing: ASGI servers answer and send
+        protocol pings themselves (uvicorn pings every 20 s by default), so sending one only
+        checks that the connection is open, raising `ConnectionClosed` if it is not.
+        """
+        kind = message.msg_type
+        if kind == "text":
+            self._channel.send(_text_event(message.text or ""))
+        elif kind == "binary":
+            self._channel.send(_binary_event(message.data or b""))
+        elif kind == "close":
+            self.close(message.code or 1000, message.reason)
+        elif self._channel.close_code is not None:
+            raise ConnectionClosed(self._channel.close_code, self._channel.close_reason)
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the connection after the messages already sent; closing twice does nothing."""
+        _check_close(code, reason)
+        self._channel.close(code, reason)
+
+    def recv(self, timeout: float | None = None) -> WebSocketMessage | None:
+        """Wait for the next message from the client.
+
+        Returns a text or binary message; when the client closes, one close message
+        (with `code` and `reason`) and then `None`; `None` when the connection was lost
+        or the app closed it.
+
+        Raises:
+            TimeoutError: nothing arrived within `timeout` seconds.
+        """
+        return self._channel.recv(timeout)
+
+    def recv_json(self, timeout: float | None = None) -> Any:
+        """Wait for the next message and parse it as JSON.
+
+        Raises:
+            ValueError: the message is not valid JSON (the connection stays open).
+            ConnectionClosed: the connection closed instead.
+            TimeoutError: nothing arrived within `timeout` seconds.
+        """
+        return _parse_json(self._channel.recv(timeout), self._channel)
+
+    def __iter__(self) -> Iterator[WebSocketMessage]:
+        """Iterate over text and binary messages until the connection closes."""
+        while True:
+            message = self._channel.recv()
+            if message is None or message.msg_type == "close":
+                return
+            yield message
+
+    def __repr__(self) -> str:
+        state = "open" if self.connected else f"closed {self.close_code}"
+        return f"<WebSocket {self.request.path!r} {state}>"
+
+
+class AsyncWebSocket:
+    """A WebSocket connection for an `async def` handler: the same methods, awaitable.
+
+    `send_*` and `close` may also be called from other threads through
+    `WebSocket`-style plain calls on `.sync`, which a broadcasting sync handler can hold.
+    """
+
+    __slots__ = ("_channel", "request", "subprotocol", "sync")
+
+    def __init__(self, channel: Channel, request: Request, subprotocol: str | None) -> None:
+        self._channel = channel
+        self.request = request
+        self.subprotocol = subprotocol
+        #: The same connection as a sync `WebSocket`, for use from threads.
+        self.sync = WebSocket(channel, request, subprotocol)
+
+    @property
+    def connected(self) -> bool:
+        """Whether the connection is open."""
+        return self._channel.close_code is None
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code once closed (by either side), else `None`."""
+        return self._channel.close_code
+
+    async def send_text(self, text: str) -> None:
+        """Send a text message."""
+        await self._channel.asend(_text_event(text))
+
+    async def send_binary(self, data: bytes | bytearray | memoryview) -> None:
+        """Send a binary message."""
+        await self._channel.asend(_binary_event(data))
+
+    async def send_json(self, value: Any) -> None:
+        """Send `value` as JSON in a text message."""
+        await self._channel.asend(_json_event(value))
+
+    async def send(self, message: WebSocketMessage) -> None:
+        """Send a `WebSocketMessage`; ping and pong as for `WebSocket.send`."""
+        kind = message.msg_type
+        if kind == "text":
+            await self._channel.asend(_text_event(message.text or ""))
+        elif kind == "binary":
+            await self._channel.asend(_binary_event(message.data or b""))
+        elif kind == "close":
+            await self.close(message.code or 1000, message.reason)
+        elif self._channel.close_code is not None:
+            raise ConnectionClosed(self._channel.close_code, self._channel.close_reason)
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the connection after the messages already sent."""
+        _check_close(code, reason)
+        self._channel.close(code, reason)
+
+    async def recv(self, timeout: float | None = None) -> WebSocketMessage | None:
+        """Wait for the next message; as `WebSocket.recv`."""
+        return await self._channel.arecv(timeout)
+
+    async def recv_json(self, timeout: float | None = None) -> Any:
+        """Wait for the next message and parse it as JSON; as `WebSocket.recv_json`."""
+        return _parse_json(await self._channel.arecv(timeout), self._channel)
+
+    async def __aiter__(self) -> AsyncIterator[WebSocketMessage]:
+        """Iterate over text and binary messages until the connection closes."""
+        while True:
+            message = await self._channel.arecv()
+            if message is None or message.msg_type == "close":
+                return
+            yield message
+
+    def __repr__(self) -> str:
+        state = "open" if self.connected else f"closed {self.close_code}"
+        return f"<AsyncWebSocket {self.request.path!r} {state}>"

@@ -1,0 +1,126 @@
+"""Real servers for transport tests: uvicorn in a thread, or in a subprocess.
+
+Sockets are bound before uvicorn starts (port 0), so tests never race for a free port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from cello import App
+from cello.serving import Server
+
+#: uvicorn's WebSocket backends that speak the denial-response extension.
+WS_BACKENDS = ("websockets", "websockets-sansio", "wsproto")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def bound_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.set_inheritable(True)
+    return sock
+
+
+class ThreadServer:
+    """A uvicorn serving `app` on a loopback port from a background thread."""
+
+    def __init__(self, app: App, ws: str = "websockets", **options: Any) -> None:
+        self.sock = bound_socket()
+        self.port: int = self.sock.getsockname()[1]
+        options.setdefault("log_level", "warning")
+        options.setdefault("lifespan", "on")
+        options.setdefault("timeout_graceful_shutdown", 5)
+        config = uvicorn.Config(app, ws=ws, **options)  # type: ignore[arg-type]
+        self.server = Server(config, app)
+        self.thread = threading.Thread(target=self._serve, name="test-uvicorn", daemon=True)
+
+    def _serve(self) -> None:
+        asyncio.run(self.server.serve(sockets=[self.sock]))
+
+    def url(self, path: str) -> str:
+        return f"ws://127.0.0.1:{self.port}{path}"
+
+    def http_url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def __enter__(self) -> ThreadServer:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+        self.sock.close()
+        assert not self.thread.is_alive(), "uvicorn did not stop"
+
+
+@contextlib.contextmanager
+def subprocess_server(
+    target: str, *, cwd: Path = ROOT, extra: tuple[str, ...] = (), use_run: bool = False
+) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """Serve `module:app` with the `uvicorn` command (or `app.run`) in a child process."""
+    sock = bound_socket()
+    port = sock.getsockname()[1]
+    sock.close()  # the child binds it; SO_REUSEADDR keeps the window harmless
+    if use_run:
+        module, _, attr = target.partition(":")
+        code = (
+            f"import sys; sys.path.insert(0, '.'); from {module} import {attr or 'app'} as app; "
+            f"app.run(host='127.0.0.1', port={port}, log_level='info')"
+        )
+        cmd = [sys.executable, "-c", code]
+    else:
+        cmd = [
+            sys.executable, "-m", "uvicorn", target, "--host", "127.0.0.1",
+            "--port", str(port), *extra,
+        ]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        wait_for_port(port, proc)
+        yield proc, port
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[str], timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout else ""
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{out}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"server did not listen on {port}")
