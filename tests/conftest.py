@@ -7,7 +7,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from servers import WS_BACKENDS  # noqa: E402
+from servers import WS_BACKENDS
 
 
 @pytest.fixture(params=WS_BACKENDS)

@@ -124,3 +124,31 @@ def wait_for_port(port: int, proc: subprocess.Popen[str], timeout: float = 15) -
             return
         time.sleep(0.05)
     raise RuntimeError(f"server did not listen on {port}")
+
+
+def raw_upgrade(port: int, path: str, *, rcvbuf: int | None = None) -> socket.socket:
+    """Open a WebSocket with a bare socket and return it after the 101 response.
+
+    For clients that misbehave on purpose: never read, or vanish without a close frame.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(
+        (
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    response = b""
+    while b"\r\n\r\n" not in response:
+        chunk = sock.recv(1)  # byte by byte: leave any frame after the headers unread
+        if not chunk:
+            raise ConnectionError("closed during the handshake")
+        response += chunk
+    if not response.startswith(b"HTTP/1.1 101"):
+        raise ConnectionError(response.decode(errors="replace"))
+    return sock

@@ -8,6 +8,7 @@ lets handlers return before uvicorn's own shutdown runs.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from typing import TYPE_CHECKING, Any
 
@@ -46,4 +47,5 @@ def run(app: App, host: str = "127.0.0.1", port: int = 8000, **options: Any) -> 
     """
     options.setdefault("lifespan", "on")
     config = uvicorn.Config(app, host=host, port=port, **options)
-    Server(config, app).run()
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a dev server ends
+        Server(config, app).run()

@@ -1,0 +1,56 @@
+"""The servers the echo benchmark compares, each an ASGI app served by the same uvicorn.
+
+`raw` is the limit: a hand-written ASGI echo with no framework at all. The cello apps do
+the same work through cello's facades.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cello import App, AsyncWebSocket, WebSocket
+
+
+async def raw(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "websocket":
+        return
+    await receive()  # websocket.connect
+    await send({"type": "websocket.accept"})
+    while True:
+        event = await receive()
+        if event["type"] == "websocket.disconnect":
+            return
+        if event.get("text") is not None:
+            await send({"type": "websocket.send", "text": event["text"]})
+        else:
+            await send({"type": "websocket.send", "bytes": event["bytes"]})
+
+
+cello_sync = App()
+
+
+@cello_sync.websocket("/")
+def sync_echo(ws: WebSocket) -> None:
+    while True:
+        msg = ws.recv()
+        if msg is None or msg.is_close():
+            break
+        if msg.is_text():
+            ws.send_text(msg.text or "")
+        else:
+            ws.send_binary(msg.data or b"")
+
+
+cello_async = App()
+
+
+@cello_async.websocket("/")
+async def async_echo(ws: AsyncWebSocket) -> None:
+    while True:
+        msg = await ws.recv()
+        if msg is None or msg.is_close():
+            break
+        if msg.is_text():
+            await ws.send_text(msg.text or "")
+        else:
+            await ws.send_binary(msg.data or b"")

@@ -1,0 +1,46 @@
+"""Developer sessions: `nox -s tests lint types docs bench`."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "types"]
+nox.options.reuse_existing_virtualenvs = True
+
+PYTHON = ["3.11", "3.12", "3.13"]
+
+
+@nox.session(python=PYTHON[0])
+def tests(session: nox.Session) -> None:
+    """The test suite (the same command the README gives)."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON[0])
+def lint(session: nox.Session) -> None:
+    """ruff: lint and formatting."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", "src", "tests", "examples", "bench", "noxfile.py")
+    session.run("ruff", "format", "--check", "src", "tests", "examples", "bench", "noxfile.py")
+
+
+@nox.session(python=PYTHON[0])
+def types(session: nox.Session) -> None:
+    """mypy --strict over src/."""
+    session.install("-e", ".", "mypy>=1.11")
+    session.run("mypy")
+
+
+@nox.session(python=PYTHON[0])
+def docs(session: nox.Session) -> None:
+    """Build the documentation site, failing on any warning."""
+    session.install("-e", ".", "mkdocs>=1.6", "mkdocs-material>=9.5")
+    session.run("mkdocs", "build", "--strict", "-d", "site")
+
+
+@nox.session(python=PYTHON[0])
+def bench(session: nox.Session) -> None:
+    """Echo benchmark: cello against a raw ASGI app on the same uvicorn (a few minutes)."""
+    session.install("-e", ".[bench]")
+    session.run("python", "bench/echo.py", "--out", "bench/results/echo.md", *session.posargs)
