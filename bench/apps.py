@@ -54,3 +54,38 @@ async def async_echo(ws: AsyncWebSocket) -> None:
             await ws.send_text(msg.text or "")
         else:
             await ws.send_binary(msg.data or b"")
+
+
+async def raw_thread(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The floor of any thread-per-connection design: the raw echo, each message handed to
+    a thread and back with the least code possible (no bounds, no close handling)."""
+    import asyncio
+    import queue
+    import threading
+
+    if scope["type"] != "websocket":
+        return
+    await receive()
+    await send({"type": "websocket.accept"})
+    loop = asyncio.get_running_loop()
+    inbox: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+    outbox: asyncio.Queue[str] = asyncio.Queue()
+
+    def worker() -> None:
+        while (text := inbox.get()) is not None:
+            loop.call_soon_threadsafe(outbox.put_nowait, text)
+
+    async def writer() -> None:
+        while True:
+            await send({"type": "websocket.send", "text": await outbox.get()})
+
+    thread = threading.Thread(target=worker, daemon=True)
+    thread.start()
+    task = loop.create_task(writer())
+    while True:
+        event = await receive()
+        if event["type"] == "websocket.disconnect":
+            inbox.put(None)
+            task.cancel()
+            return
+        inbox.put(event.get("text") or "")

@@ -30,6 +30,7 @@ from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 ROOT = Path(__file__).resolve().parent.parent
 SERVERS = {
     "raw": "bench.apps:raw",
+    "raw-thread": "bench.apps:raw_thread",
     "cello-sync": "bench.apps:cello_sync",
     "cello-async": "bench.apps:cello_async",
 }

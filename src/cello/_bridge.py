@@ -260,11 +260,14 @@ class Channel:
         """`recv` for async handlers: reads the ASGI `receive` directly, no pump."""
         if self.close_code is not None:
             return None
-        try:
-            async with asyncio.timeout(timeout):
-                event = await self._receive()
-        except TimeoutError:
-            raise TimeoutError(f"no WebSocket message within {timeout} s") from None
+        if timeout is None:
+            event = await self._receive()
+        else:
+            try:
+                async with asyncio.timeout(timeout):
+                    event = await self._receive()
+            except TimeoutError:
+                raise TimeoutError(f"no WebSocket message within {timeout} s") from None
         if event["type"] == "websocket.receive":
             return to_message(event)
         if event["type"] == "websocket.disconnect":
