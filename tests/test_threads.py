@@ -1,0 +1,54 @@
+"""The handler thread pool: a hard budget, reuse of idle threads, and a clean end."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from cello._threads import HandlerThreads
+
+
+def wait_until(condition: object, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:  # type: ignore[operator]
+        time.sleep(0.01)
+
+
+def test_budget_refuses_past_the_limit_and_frees() -> None:
+    pool = HandlerThreads(2, idle_timeout=0.2)
+    release = threading.Event()
+    assert pool.submit(release.wait)
+    assert pool.submit(release.wait)
+    assert not pool.submit(release.wait)
+    release.set()
+    wait_until(lambda: pool.busy == 0)
+    assert pool.submit(lambda: None)
+    pool.shutdown(5)
+
+
+def test_idle_threads_are_reused_then_exit() -> None:
+    pool = HandlerThreads(10, idle_timeout=0.3)
+    names: list[str] = []
+    done = threading.Event()
+    pool.submit(lambda: names.append(threading.current_thread().name))
+    wait_until(lambda: pool.busy == 0 and names)
+    pool.submit(lambda: (names.append(threading.current_thread().name), done.set()))
+    assert done.wait(5)
+    assert names[0] == names[1]  # the idle thread took the second job
+    thread = next(t for t in threading.enumerate() if t.name == names[0])
+    thread.join(5)
+    assert not thread.is_alive()  # and exited once idle for idle_timeout
+
+
+def test_shutdown_ends_idle_threads_and_refuses_new_jobs() -> None:
+    pool = HandlerThreads(10, idle_timeout=60)
+    before = set(threading.enumerate())
+    for _ in range(5):
+        pool.submit(lambda: time.sleep(0.05))
+    pool.shutdown(5)
+    assert set(threading.enumerate()) - before == set()
+    assert pool.closed
+    with pytest.raises(RuntimeError, match="shut down"):
+        pool.submit(lambda: None)
