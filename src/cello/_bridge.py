@@ -41,7 +41,7 @@ OUTBOX_LIMIT: Final = 64
 #: Incoming messages queued per connection before the pump stops reading the socket.
 INBOX_LIMIT: Final = 64
 
-#: What the peer's close code means when the connection was lost without a close frame.
+#: The close code of a connection lost without a close frame.
 ABNORMAL_CLOSURE: Final = 1006
 
 _CLOSED = None  # the inbox sentinel: no more messages will come
@@ -49,6 +49,17 @@ _CLOSED = None  # the inbox sentinel: no more messages will come
 _FINAL_EVENTS: Final = frozenset({"websocket.close", "websocket.http.response.body"})
 
 logger = logging.getLogger("cello")
+
+
+def was_lost(event: Message) -> bool:
+    """Whether a `websocket.disconnect` means the connection was lost, not closed by a frame.
+
+    1006 says so. uvicorn's sansio and wsproto backends report a lost connection as 1005
+    with no `reason` key, while a received close frame (even one without a status, 1005)
+    always carries a `reason`; that absence is what tells the two apart.
+    """
+    code = event.get("code", 1005)
+    return code == ABNORMAL_CLOSURE or (code == 1005 and "reason" not in event)
 
 
 def to_message(event: Message) -> WebSocketMessage:
@@ -218,7 +229,7 @@ class Channel:
                 if self._received - self._taken >= INBOX_LIMIT:
                     await self._wait_for_consumer()
             elif kind == "websocket.disconnect":
-                self._closed_by_peer(event.get("code", 1005), event.get("reason") or "")
+                self._closed_by_peer(event, was_lost(event))
                 return
 
     async def _wait_for_consumer(self) -> None:
@@ -271,7 +282,7 @@ class Channel:
         if event["type"] == "websocket.receive":
             return to_message(event)
         if event["type"] == "websocket.disconnect":
-            return self._closed_by_peer(event.get("code", 1005), event.get("reason") or "")
+            return self._closed_by_peer(event, was_lost(event))
         return None
 
     # ----------------------------------------------------------------- closing
@@ -303,16 +314,18 @@ class Channel:
         self.close_code = 1008
         self._inbox.put(_CLOSED)
 
-    def _closed_by_peer(self, code: int, reason: str) -> WebSocketMessage | None:
+    def _closed_by_peer(self, event: Message, lost: bool) -> WebSocketMessage | None:
         """The client closed (or vanished): wake every waiter; what `recv` should return."""
         if self.close_code is not None:
             return None
+        code: int = ABNORMAL_CLOSURE if lost else event.get("code", 1005)
+        reason: str = event.get("reason") or ""
         self.close_code = code
         self.close_reason = reason
         self._outbox.clear()  # nothing more can reach this client
         self._wake_writer()
         self._notify_space()
-        message = None if code == ABNORMAL_CLOSURE else WebSocketMessage.close(code, reason)
+        message = None if lost else WebSocketMessage.close(code, reason)
         if message is not None:
             self._inbox.put(message)
         self._inbox.put(_CLOSED)
@@ -325,7 +338,7 @@ class Channel:
     def _lost(self) -> None:
         """The ASGI send failed: the client is gone whatever the app had decided."""
         if self.close_code is None:
-            self._closed_by_peer(ABNORMAL_CLOSURE, "")
+            self._closed_by_peer({"code": ABNORMAL_CLOSURE}, lost=True)
         else:
             self._outbox.clear()
             self._notify_space()

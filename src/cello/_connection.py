@@ -148,7 +148,7 @@ async def serve_websocket(app: App, scope: Scope, receive: Receive, send: Send) 
     app.live_channels.add(channel)
     try:
         if endpoint.is_async:
-            await _run_async(endpoint, channel, request, subprotocol, accept)
+            await _run_async(app, endpoint, channel, request, subprotocol, accept)
         else:
             await _run_sync(app, endpoint, channel, request, subprotocol, accept)
     finally:
@@ -156,6 +156,7 @@ async def serve_websocket(app: App, scope: Scope, receive: Receive, send: Send) 
 
 
 async def _run_async(
+    app: App,
     endpoint: WebSocketEndpoint,
     channel: Channel,
     request: Request,
@@ -168,7 +169,8 @@ async def _run_async(
             if inspect.iscoroutinefunction(guard):
                 allowed = await guard(request)
             else:
-                allowed = await anyio.to_thread.run_sync(guard, request)
+                # A private limiter: anyio's shared one has only 40 threads.
+                allowed = await anyio.to_thread.run_sync(guard, request, limiter=app.guard_limiter)
             if allowed is False:
                 break
         else:

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+import anyio
 from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
@@ -44,6 +45,7 @@ class App:
         self.handler_threads = HandlerThreads(websocket_threads)
         #: Open WebSocket connections, so shutdown can close them.
         self.live_channels: set[Channel] = set()
+        self._guard_limiter: anyio.CapacityLimiter | None = None
         self._startup_hooks: list[Hook] = []
         self._shutdown_hooks: list[Hook] = []
 
@@ -83,6 +85,13 @@ class App:
             return handler
 
         return register
+
+    @property
+    def guard_limiter(self) -> anyio.CapacityLimiter:
+        """Threads for plain-`def` guards of async routes (created on the event loop)."""
+        if self._guard_limiter is None:
+            self._guard_limiter = anyio.CapacityLimiter(self.websocket_threads)
+        return self._guard_limiter
 
     def on_startup(self, hook: F) -> F:
         """Run `hook` (sync or async, no arguments) when the server starts."""
@@ -145,8 +154,8 @@ class App:
     ) -> None:
         """Close every open WebSocket connection and wait up to `timeout` s for them to end.
 
-        Blocked `recv()` calls return (a close message, then `None`) and later sends raise
-        `ConnectionClosed`, so handlers that loop on `recv()` return.
+        This is a close from the app's side: blocked `recv()` calls return `None` and later
+        sends raise `ConnectionClosed`, so handlers that loop on `recv()` return.
         """
         for channel in list(self.live_channels):
             channel.close(code, reason)

@@ -44,7 +44,8 @@ class WebSocketMessage:
         msg_type: One of `"text"`, `"binary"`, `"ping"`, `"pong"`, `"close"`.
         text: The text of a text message, else `None`.
         data: The payload of a binary (or ping/pong) message, else `None`.
-        code: For a close message, the close code (1000 when none was given).
+        code: For a close message, the close code: as received (1005 when the client's
+            close frame had none), or as given to `close()` (1000 by default).
         reason: For a close message, the close reason (may be empty).
     """
 
