@@ -126,13 +126,17 @@ class Channel:
         outbox = self._outbox
         outbox.append(event)
         if self._writer_idle:
-            self._writer_idle = False
-            if threading.get_ident() == self._loop_thread:
-                self._wake_writer()
-            else:
-                self._call_soon_threadsafe(self._wake_writer)
+            self._start_writer()
         if len(outbox) > OUTBOX_LIMIT:
             self._wait_for_space()
+
+    def _start_writer(self) -> None:
+        """Wake the idle writer, from whichever thread queued something."""
+        self._writer_idle = False
+        if threading.get_ident() == self._loop_thread:
+            self._wake_writer()
+        else:
+            self._call_soon_threadsafe(self._wake_writer)
 
     async def asend(self, event: Message) -> None:
         """`send` for coroutines on the event loop: waits for space without blocking it."""
@@ -308,11 +312,12 @@ class Channel:
 
     def deny(self, events: list[Message]) -> None:
         """Refuse the connection before acceptance with the given ASGI events."""
-        for event in events:
-            self.send(event)
+        # All at once: a server may answer as soon as the response start arrives.
+        self._outbox.extend(events)
         self._app_closed = True
         self.close_code = 1008
         self._inbox.put(_CLOSED)
+        self._start_writer()
 
     def _closed_by_peer(self, event: Message, lost: bool) -> WebSocketMessage | None:
         """The client closed (or vanished): wake every waiter; what `recv` should return."""
