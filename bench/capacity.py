@@ -20,7 +20,7 @@ from pathlib import Path
 from websockets.asyncio.client import ClientConnection, connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from echo import SERVERS, serve  # noqa: E402
+from echo import SERVERS, serve
 
 BATCH = 200  # connections opened at once, well under the listen backlog
 
