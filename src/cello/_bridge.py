@@ -144,8 +144,7 @@ class Channel:
             raise ConnectionClosed(self.close_code, self.close_reason)
         self._outbox.append(event)
         if self._writer_idle:
-            self._writer_idle = False
-            self._wake_writer()
+            self._start_writer()
         while len(self._outbox) > OUTBOX_LIMIT and self.close_code is None:
             if self._space_on_loop is None:
                 self._space_on_loop = asyncio.Event()
