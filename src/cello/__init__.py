@@ -11,17 +11,21 @@ def echo(ws):
 """
 
 from .app import App
+from .blueprints import Blueprint
 from .errors import ConnectionClosed, HTTPException
 from .messages import WebSocketMessage
 from .request import Request
+from .responses import Response
 from .websocket import AsyncWebSocket, WebSocket
 
 __all__ = [
     "App",
     "AsyncWebSocket",
+    "Blueprint",
     "ConnectionClosed",
     "HTTPException",
     "Request",
+    "Response",
     "WebSocket",
     "WebSocketMessage",
 ]

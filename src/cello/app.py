@@ -1,8 +1,8 @@
 """`App`: the ASGI application users create, decorate and serve.
 
-`App` keeps the route registry and the app-wide parts (handler threads, lifespan hooks,
-the set of open WebSocket connections) and hands each ASGI scope to the module that
-serves it: `_connection` for WebSockets, `lifespan` here.
+`App` keeps the route tables and the app-wide parts (handler threads, lifespan hooks,
+middleware, the set of open WebSocket connections) and hands each ASGI scope to the module
+that serves it: `_http` for HTTP, `_connection` for WebSockets, lifespan here.
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import anyio
-from starlette.responses import JSONResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ._bridge import Channel
 from ._connection import Guard, WebSocketEndpoint, serve_websocket
+from ._http import HttpEndpoint, MethodMap, serve_http
 from ._threads import HandlerThreads
+from .blueprints import Routes
 from .routing import RouteTable
 
 __all__ = ["App"]
@@ -30,68 +31,60 @@ F = TypeVar("F", bound=Callable[..., Any])
 Hook = Callable[[], Any]
 
 
-class App:
+class App(Routes):
     """A cello application: an ASGI callable (`uvicorn module:app` serves it).
 
     Args:
         websocket_threads: How many sync WebSocket handlers may run at once, one thread
             each. Past it a new connection is accepted and closed with 1013 ("try again
             later") at once. Idle threads are reused, and exit after a few seconds unused.
+        http_threads: How many sync HTTP handlers may run at once (further requests wait
+            for a thread). Separate from the WebSocket threads.
+        max_body_size: The largest request body read, in bytes; larger ones get 413.
     """
 
-    def __init__(self, *, websocket_threads: int = 10_000) -> None:
+    def __init__(
+        self,
+        *,
+        websocket_threads: int = 10_000,
+        http_threads: int = 256,
+        max_body_size: int = 16 * 1024 * 1024,
+    ) -> None:
         self.websocket_routes: RouteTable[WebSocketEndpoint] = RouteTable()
+        self.http_routes: RouteTable[MethodMap] = RouteTable()
         self.websocket_threads = websocket_threads
         self.handler_threads = HandlerThreads(websocket_threads)
+        self.http_threads = http_threads
+        self.max_body_size = max_body_size
         #: Open WebSocket connections, so shutdown can close them.
         self.live_channels: set[Channel] = set()
-        self._guard_limiter: anyio.CapacityLimiter | None = None
+        self._limiters: dict[str, anyio.CapacityLimiter] = {}
+        self._middleware: list[tuple[Callable[..., ASGIApp], dict[str, Any]]] = []
+        self._stack: ASGIApp | None = None
         self._startup_hooks: list[Hook] = []
         self._shutdown_hooks: list[Hook] = []
 
     # ----------------------------------------------------------------- registration
 
-    def websocket(
+    def _add_http(self, path: str, methods: Sequence[str], handler: Callable[..., Any]) -> None:
+        endpoint = HttpEndpoint.create(handler)
+        existing = self.http_routes.exact(path)
+        if existing is None:
+            existing = {}
+            self.http_routes.add(path, existing)
+        for method in methods:
+            if method in existing:
+                raise ValueError(f"{method} {path} is already registered")
+            existing[method] = endpoint
+
+    def _add_websocket(
         self,
         path: str,
-        *,
-        subprotocols: Sequence[str] = (),
-        guard: Guard | Sequence[Guard] | None = None,
-    ) -> Callable[[F], F]:
-        """Register a WebSocket handler for `path`.
-
-        The handler is `def h(ws)` or `def h(ws, request)` (a worker thread runs it and it
-        may block), or the same as `async def` (it runs on the event loop and awaits the
-        `AsyncWebSocket` methods). The connection is accepted before it is called.
-
-        Args:
-            path: A route path; `{name}` and typed `{name:int}` parameters land in
-                `request.params`.
-            subprotocols: Subprotocols this route speaks; the first one the client offers
-                (in the client's order) is chosen and sent in the accept.
-            guard: A callable, or several, run with the request before acceptance. Raise
-                `HTTPException(status, detail)` or return `False` to refuse the connection.
-        """
-        guards: tuple[Guard, ...]
-        if guard is None:
-            guards = ()
-        elif callable(guard):
-            guards = (guard,)
-        else:
-            guards = tuple(guard)
-
-        def register(handler: F) -> F:
-            self.websocket_routes.add(path, WebSocketEndpoint.create(handler, subprotocols, guards))
-            return handler
-
-        return register
-
-    @property
-    def guard_limiter(self) -> anyio.CapacityLimiter:
-        """Threads for plain-`def` guards of async routes (created on the event loop)."""
-        if self._guard_limiter is None:
-            self._guard_limiter = anyio.CapacityLimiter(self.websocket_threads)
-        return self._guard_limiter
+        handler: Callable[..., Any],
+        subprotocols: Sequence[str],
+        guards: tuple[Guard, ...],
+    ) -> None:
+        self.websocket_routes.add(path, WebSocketEndpoint.create(handler, subprotocols, guards))
 
     def on_startup(self, hook: F) -> F:
         """Run `hook` (sync or async, no arguments) when the server starts."""
@@ -103,14 +96,54 @@ class App:
         self._shutdown_hooks.append(hook)
         return hook
 
+    def add_middleware(self, middleware: Callable[..., ASGIApp], **options: Any) -> None:
+        """Wrap the app in ASGI middleware (`add_middleware(CORSMiddleware, allow_origins=...)`).
+
+        The last one added is the outermost. Add middleware before the app serves.
+        """
+        if self._stack is not None:
+            raise RuntimeError("add middleware before the app starts serving")
+        self._middleware.append((middleware, options))
+
+    # ----------------------------------------------------------------- thread limits
+
+    @property
+    def http_limiter(self) -> anyio.CapacityLimiter:
+        """Threads for sync HTTP handlers (created on the event loop)."""
+        return self._limiter("http", self.http_threads)
+
+    @property
+    def guard_limiter(self) -> anyio.CapacityLimiter:
+        """Threads for plain-`def` guards of async WebSocket routes."""
+        return self._limiter("guard", self.websocket_threads)
+
+    def _limiter(self, name: str, tokens: int) -> anyio.CapacityLimiter:
+        # Private limiters: anyio's shared default has only 40 threads for the process.
+        limiter = self._limiters.get(name)
+        if limiter is None:
+            limiter = self._limiters[name] = anyio.CapacityLimiter(tokens)
+        return limiter
+
     # ----------------------------------------------------------------- ASGI
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        stack = self._stack
+        if stack is None:
+            stack = self._stack = self._build_stack()
+        await stack(scope, receive, send)
+
+    def _build_stack(self) -> ASGIApp:
+        app: ASGIApp = self._dispatch
+        for middleware, options in self._middleware:
+            app = middleware(app, **options)
+        return app
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind == "websocket":
+        if kind == "http":
+            await serve_http(self, scope, receive, send)
+        elif kind == "websocket":
             await serve_websocket(self, scope, receive, send)
-        elif kind == "http":
-            await JSONResponse({"detail": "Not Found"}, status_code=404)(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
@@ -167,11 +200,23 @@ class App:
 
     # ----------------------------------------------------------------- serving
 
-    def run(self, host: str = "127.0.0.1", port: int = 8000, **options: Any) -> None:
-        """Serve the app with uvicorn until interrupted; see `cello.serving.run`."""
+    def run(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        *,
+        workers: int = 1,
+        reload: bool = False,
+        **options: Any,
+    ) -> None:
+        """Serve the app with uvicorn until interrupted; see `cello.serving.run`.
+
+        `--host`, `--port`, `--workers` and `--reload` on the command line override the
+        arguments, so `python app.py --port 9000` works.
+        """
         from .serving import run
 
-        run(self, host=host, port=port, **options)
+        run(self, host=host, port=port, workers=workers, reload=reload, **options)
 
 
 async def _call_hook(hook: Hook) -> None:

@@ -68,6 +68,13 @@ class RouteTable(Generic[T]):
         else:
             self._dynamic.append((pattern, endpoint))
 
+    def exact(self, path: str) -> T | None:
+        """The endpoint registered for exactly this route path, if any."""
+        for pattern, endpoint in self._all:
+            if pattern.path == path:
+                return endpoint
+        return None
+
     def match(self, path: str) -> tuple[T, dict[str, Any]] | None:
         """The endpoint for `path` and its converted parameters, or `None`."""
         endpoint = self._static.get(path)

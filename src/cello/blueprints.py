@@ -1,0 +1,159 @@
+"""The route decorators, shared by `App` and `Blueprint` (a route group with a prefix).
+
+`Routes` holds the decorator API (`get`, `post`, ..., `route`, `websocket`) and turns each
+into one of two calls its subclass implements: `_add_http` and `_add_websocket`. `App`
+registers routes for real; a `Blueprint` records them and replays them, prefixed, when an
+app (or a parent blueprint) registers it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from ._connection import Guard
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Routes:
+    """Route decorators; subclasses decide what registering means."""
+
+    def _add_http(self, path: str, methods: Sequence[str], handler: Callable[..., Any]) -> None:
+        raise NotImplementedError
+
+    def _add_websocket(
+        self,
+        path: str,
+        handler: Callable[..., Any],
+        subprotocols: Sequence[str],
+        guards: tuple[Guard, ...],
+    ) -> None:
+        raise NotImplementedError
+
+    def route(self, path: str, methods: Sequence[str] = ("GET",)) -> Callable[[F], F]:
+        """Register an HTTP handler for `path` and `methods`.
+
+        The handler is `def h(request)` (run in a worker thread; it may block) or
+        `async def h(request)` (run on the event loop); `h()` without the request works too.
+        It returns a `dict`/`list` (JSON), `str` (text), `bytes`, `None` (204) or a
+        `Response`. Path parameters (`{id}`, `{id:int}`) land in `request.params`.
+        """
+        upper = tuple(m.upper() for m in methods)
+
+        def register(handler: F) -> F:
+            self._add_http(path, upper, handler)
+            return handler
+
+        return register
+
+    def get(self, path: str) -> Callable[[F], F]:
+        """Register a `GET` handler (it also answers `HEAD`)."""
+        return self.route(path, ("GET",))
+
+    def post(self, path: str) -> Callable[[F], F]:
+        """Register a `POST` handler."""
+        return self.route(path, ("POST",))
+
+    def put(self, path: str) -> Callable[[F], F]:
+        """Register a `PUT` handler."""
+        return self.route(path, ("PUT",))
+
+    def patch(self, path: str) -> Callable[[F], F]:
+        """Register a `PATCH` handler."""
+        return self.route(path, ("PATCH",))
+
+    def delete(self, path: str) -> Callable[[F], F]:
+        """Register a `DELETE` handler."""
+        return self.route(path, ("DELETE",))
+
+    def head(self, path: str) -> Callable[[F], F]:
+        """Register a `HEAD` handler."""
+        return self.route(path, ("HEAD",))
+
+    def options(self, path: str) -> Callable[[F], F]:
+        """Register an `OPTIONS` handler."""
+        return self.route(path, ("OPTIONS",))
+
+    def websocket(
+        self,
+        path: str,
+        *,
+        subprotocols: Sequence[str] = (),
+        guard: Guard | Sequence[Guard] | None = None,
+    ) -> Callable[[F], F]:
+        """Register a WebSocket handler for `path`.
+
+        The handler is `def h(ws)` or `def h(ws, request)` (a worker thread runs it and it
+        may block), or the same as `async def` (it runs on the event loop and awaits the
+        `AsyncWebSocket` methods). The connection is accepted before it is called.
+
+        Args:
+            path: A route path; `{name}` and typed `{name:int}` parameters land in
+                `request.params`.
+            subprotocols: Subprotocols this route speaks; the first one the client offers
+                (in the client's order) is chosen and sent in the accept.
+            guard: A callable, or several, run with the request before acceptance. Raise
+                `HTTPException(status, detail)` or return `False` to refuse the connection.
+        """
+        if guard is None:
+            guards: tuple[Guard, ...] = ()
+        elif callable(guard):
+            guards = (guard,)
+        else:
+            guards = tuple(guard)
+
+        def register(handler: F) -> F:
+            self._add_websocket(path, handler, subprotocols, guards)
+            return handler
+
+        return register
+
+    def register_blueprint(self, blueprint: Blueprint, prefix: str = "") -> None:
+        """Add every route of `blueprint` here, under its prefix (and `prefix` before it)."""
+        for replay in blueprint.recorded:
+            replay(self, prefix + blueprint.prefix)
+
+
+class Blueprint(Routes):
+    """A group of routes under a common path prefix, registered on an app in one call.
+
+    api = Blueprint("/api")
+
+    @api.get("/users/{id:int}")
+    def user(request): ...
+
+    app.register_blueprint(api)   # serves /api/users/{id:int}
+    """
+
+    def __init__(self, prefix: str = "") -> None:
+        if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
+            raise ValueError(
+                f"A blueprint prefix starts with '/' and does not end with it: {prefix!r}"
+            )
+        self.prefix = prefix
+        self.recorded: list[Callable[[Routes, str], None]] = []
+
+    def _add_http(self, path: str, methods: Sequence[str], handler: Callable[..., Any]) -> None:
+        self.recorded.append(
+            lambda target, prefix: target._add_http(prefix + path, methods, handler)
+        )
+
+    def _add_websocket(
+        self,
+        path: str,
+        handler: Callable[..., Any],
+        subprotocols: Sequence[str],
+        guards: tuple[Guard, ...],
+    ) -> None:
+        self.recorded.append(
+            lambda target, prefix: target._add_websocket(
+                prefix + path, handler, subprotocols, guards
+            )
+        )
+
+    def register_blueprint(self, blueprint: Blueprint, prefix: str = "") -> None:
+        """Nest `blueprint` here: its routes join this one's, under both prefixes."""
+        self.recorded.append(
+            lambda target, outer: Routes.register_blueprint(target, blueprint, outer + prefix)
+        )
