@@ -47,7 +47,8 @@ class ThreadServer:
         options.setdefault("lifespan", "on")
         options.setdefault("timeout_graceful_shutdown", 5)
         config = uvicorn.Config(app, ws=ws, **options)  # type: ignore[arg-type]
-        self.server = Server(config, app)
+        # A cello app gets cello's server (1001 on shutdown); anything else plain uvicorn.
+        self.server = Server(config, app) if isinstance(app, App) else uvicorn.Server(config)
         self.thread = threading.Thread(target=self._serve, name="test-uvicorn", daemon=True)
 
     def _serve(self) -> None:

@@ -75,13 +75,11 @@ def import_string(app: App) -> str:
     spec = getattr(main, "__spec__", None)
     if spec is not None and spec.name:  # python -m package.module
         return f"{spec.name}:{attr}"
+    # A script: its directory is on sys.path (workers inherit it), so its stem imports.
     script = Path(main.__file__ or "").resolve()
-    try:
-        relative = script.with_suffix("").relative_to(Path.cwd())
-    except ValueError:
-        relative = Path(script.stem)
+    if str(script.parent) not in sys.path:
         sys.path.insert(0, str(script.parent))
-    return f"{'.'.join(relative.parts)}:{attr}"
+    return f"{script.stem}:{attr}"
 
 
 def run(
