@@ -149,3 +149,27 @@ def test_chat_three_clients_join_talk_and_leave() -> None:
 def test_browser_client_page_points_at_the_chat() -> None:
     page = (ROOT / "examples" / "clients" / "browser_client.html").read_text()
     assert 'new WebSocket("ws://localhost:8000/ws/chat")' in page
+
+
+def test_rest_api() -> None:
+    import httpx
+
+    with served("rest") as (_, url), httpx.Client(base_url=url.replace("ws", "http", 1)) as http:
+        assert http.get("/api/todos").json() == []
+        created = http.post("/api/todos", json={"title": " tune the A string "})
+        assert created.status_code == 201
+        assert created.headers["location"] == "/api/todos/1"
+        assert created.json() == {"id": 1, "title": "tune the A string", "done": False}
+        assert http.post("/api/todos", json={"title": ""}).status_code == 422
+        assert (
+            http.post(
+                "/api/todos", content=b"{", headers={"content-type": "application/json"}
+            ).status_code
+            == 400
+        )
+        assert http.patch("/api/todos/1", json={"done": True}).json()["done"] is True
+        assert http.get("/api/todos", params={"done": "true"}).json()[0]["id"] == 1
+        assert http.get("/api/todos", params={"done": "false"}).json() == []
+        assert http.delete("/api/todos/1").status_code == 204
+        assert http.get("/api/todos/1").status_code == 404
+        assert http.put("/api/todos/1").status_code == 405
