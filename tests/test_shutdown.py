@@ -50,3 +50,21 @@ def test_shutdown_closes_sockets_and_exits(
         assert proc.stdout is not None
         output = proc.stdout.read()
     assert output.count("handler returned:") == OPEN, output
+
+
+def test_shutdown_ends_live_sse_streams() -> None:
+    """uvicorn alone would wait for an open event stream forever; `app.run()` ends it."""
+    import httpx
+
+    with subprocess_server("examples.dashboard:app", use_run=True) as (proc, port):
+        with (
+            httpx.Client(timeout=10) as http,
+            http.stream("GET", f"http://127.0.0.1:{port}/events") as response,
+        ):
+            lines = response.iter_lines()
+            assert next(line for line in lines if line.startswith("event:")) == "event: metrics"
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            for _ in lines:  # ends when the server ends the response
+                assert time.monotonic() - started < 5, "the event stream outlived shutdown"
+        assert proc.wait(10) in (0, -signal.SIGTERM)

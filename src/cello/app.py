@@ -176,11 +176,18 @@ class App(Routes):
             await _call_hook(hook)
 
     async def shutdown(self) -> None:
-        """Close open WebSockets with 1001, run the shutdown hooks, end idle threads."""
-        await self.close_websockets()
+        """Close open connections, run the shutdown hooks, end idle threads."""
+        await self.close_connections()
         for hook in reversed(self._shutdown_hooks):
             await _call_hook(hook)
         await asyncio.to_thread(self.handler_threads.shutdown, 5.0)
+
+    async def close_connections(self, timeout: float = 5.0) -> None:
+        """End live SSE streams and close open WebSockets with 1001 (server shutdown)."""
+        from .sse import end_streams
+
+        end_streams()
+        await self.close_websockets(timeout=timeout)
 
     async def close_websockets(
         self, code: int = 1001, reason: str = "server shutting down", timeout: float = 5.0

@@ -2,9 +2,10 @@
 
 cello has no server of its own. This module only configures uvicorn, reads Cello's
 command-line flags (`--host --port --workers --reload`), and makes a single-process
-server's shutdown friendlier to WebSocket clients: uvicorn itself closes open WebSockets
-with 1012 ("service restart"); an app served here first closes them with 1001 ("going
-away") and lets handlers return before uvicorn's own shutdown runs. With `--workers` or
+server's shutdown friendlier to long-lived clients: uvicorn itself closes open WebSockets
+with 1012 ("service restart") and waits, without a signal, for streaming responses to
+end; an app served here first closes its WebSockets with 1001 ("going away"), ends its
+live SSE streams, and lets handlers return before uvicorn's own shutdown runs. With `--workers` or
 `--reload` uvicorn runs the app in child processes it manages, importing it by name, and
 its own shutdown (1012) applies.
 
@@ -44,7 +45,7 @@ class Server(uvicorn.Server):
         # Stop accepting first, so no connection arrives after the close sweep.
         for server in self.servers:
             server.close()
-        await self.cello_app.close_websockets(timeout=self.config.timeout_graceful_shutdown or 5.0)
+        await self.cello_app.close_connections(timeout=self.config.timeout_graceful_shutdown or 5.0)
         await super().shutdown(sockets)
 
 

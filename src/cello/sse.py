@@ -24,7 +24,7 @@ import anyio.to_thread
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-__all__ = ["SseEvent", "SseResponse", "SseStream", "sse_response"]
+__all__ = ["SseEvent", "SseResponse", "SseStream", "end_streams", "sse_response"]
 
 logger = logging.getLogger("cello")
 
@@ -36,6 +36,9 @@ _limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLi
     weakref.WeakKeyDictionary()
 )
 SOURCE_THREADS = 1000
+
+#: Streams being sent now, so a shutting-down server can end them (see `end_streams`).
+_streams: set[SseResponse] = set()
 
 
 class _DataField:
@@ -192,6 +195,9 @@ class SseResponse(Response):
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=1)  # the source waits for the client
         producer = asyncio.ensure_future(self._produce(queue))
         gone = asyncio.ensure_future(_disconnected(receive))
+        self._ending = asyncio.Event()
+        ending = asyncio.ensure_future(self._ending.wait())
+        _streams.add(self)
         getter: asyncio.Future[Any] | None = None
         finished = False
         try:
@@ -199,9 +205,14 @@ class SseResponse(Response):
                 if getter is None:
                     getter = asyncio.ensure_future(queue.get())
                 done, _ = await asyncio.wait(
-                    {getter, gone}, timeout=self.keepalive, return_when=asyncio.FIRST_COMPLETED
+                    {getter, gone, ending},
+                    timeout=self.keepalive,
+                    return_when=asyncio.FIRST_COMPLETED,
                 )
                 if gone in done:
+                    break
+                if ending in done:  # the server is shutting down: end the response cleanly
+                    finished = True
                     break
                 if getter in done:
                     item, getter = getter.result(), None
@@ -287,6 +298,16 @@ def sse_response(
         status: The HTTP status.
     """
     return SseResponse(source, keepalive=keepalive, headers=headers, status=status)
+
+
+def end_streams() -> None:
+    """End every SSE response being sent (their sources are closed): for server shutdown.
+
+    uvicorn waits for open responses before it shuts down and gives streaming ones no
+    signal, so without this a browser following a stream would hold the server up.
+    """
+    for stream in list(_streams):
+        stream._ending.set()
 
 
 async def _disconnected(receive: Receive) -> None:

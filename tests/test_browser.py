@@ -1,0 +1,63 @@
+"""Pages in a real browser: headless Chromium (the system's, driven by Playwright).
+
+Skipped where Chromium or Playwright is missing; CI installs both.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from servers import ROOT, subprocess_server
+
+playwright = pytest.importorskip("playwright.sync_api")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="the system has no chromium")
+
+ARTIFACTS = ROOT / "tests" / "artifacts"
+#: Flags for a sandboxed root user on a machine without network access.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    with playwright.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def test_dashboard_follows_sse_and_websocket(browser: object, tmp_path: Path) -> None:
+    with subprocess_server("examples.dashboard:app") as (_, port):
+        page = browser.new_page()  # type: ignore[attr-defined]
+        try:
+            page.goto(f"http://127.0.0.1:{port}/")
+            # Three named `metrics` events through EventSource, three WebSocket pushes.
+            page.wait_for_function(
+                "Number(document.getElementById('sse').dataset.readings || 0) >= 3",
+                timeout=15_000,
+            )
+            page.wait_for_function(
+                "Number(document.getElementById('ws').dataset.readings || 0) >= 3",
+                timeout=15_000,
+            )
+            assert page.inner_text("#sse .status") == "live"
+            assert page.inner_text("#ws .status") == "live"
+            assert int(page.inner_text("#sse .seq")) >= 3
+            assert page.inner_text("#ws .viewers") == "1"
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+        finally:
+            page.close()
