@@ -16,6 +16,8 @@ async def raw(scope: dict[str, Any], receive: Any, send: Any) -> None:
         return
     await receive()  # websocket.connect
     await send({"type": "websocket.accept"})
+    if scope["path"] == "/greet":
+        await send({"type": "websocket.send", "text": "hi"})
     while True:
         event = await receive()
         if event["type"] == "websocket.disconnect":
@@ -41,7 +43,21 @@ def sync_echo(ws: WebSocket) -> None:
             ws.send_binary(msg.data or b"")
 
 
+@cello_sync.websocket("/greet")
+def sync_greet(ws: WebSocket) -> None:
+    ws.send_text("hi")
+    for _ in ws:
+        pass
+
+
 cello_async = App()
+
+
+@cello_async.websocket("/greet")
+async def async_greet(ws: AsyncWebSocket) -> None:
+    await ws.send_text("hi")
+    async for _ in ws:
+        pass
 
 
 @cello_async.websocket("/")
