@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -21,6 +18,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from echo import SERVERS, serve
+from report import header, publish
 
 BATCH = 200  # connections opened at once, well under the listen backlog
 
@@ -71,15 +69,12 @@ def main() -> None:
         with serve(SERVERS[name], args.ws, core=0) as (pid, port):
             rows[name] = asyncio.run(fill(port, pid, args.connections))
     base = rows["raw"]["kib_per_conn"]
-    lines = [
-        f"# Capacity benchmark ({time.strftime('%Y-%m-%d')})",
-        "",
-        f"Command: `python {' '.join(shlex.quote(a) for a in sys.argv)}`",
-        "",
-        f"uvicorn `--ws {args.ws}`, Python {platform.python_version()}, {os.cpu_count()} cores; "
-        f"{args.connections:,} concurrent connections (websockets client), then one round trip "
-        "on each.",
-        "",
+    lines = header(
+        "Capacity benchmark",
+        f"uvicorn `--ws {args.ws}`; {args.connections:,} concurrent connections (websockets "
+        "client), then one round trip on each.",
+    )
+    lines += [
         "| server | answered | open all (s) | round trips (s) | RSS KiB/conn | vs raw | threads |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
@@ -88,10 +83,7 @@ def main() -> None:
             f"| {name} | {r['answered']:,.0f} | {r['open_s']:.1f} | {r['trips_s']:.1f} "
             f"| {r['kib_per_conn']:.1f} | {r['kib_per_conn'] / base:.2f} | {r['threads']:,.0f} |"
         )
-    report = "\n".join(lines) + "\n"
-    print(report)
-    if args.out:
-        args.out.write_text(report)
+    publish(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -11,16 +11,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
-import shlex
 import sys
-import time
 from pathlib import Path
 
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from echo import SERVERS, cpu_seconds, serve
+from report import header, publish
 
 NAMES = ("raw", "cello-sync", "cello-async")
 
@@ -82,25 +80,20 @@ def main() -> None:
                 if name not in best or per < best[name][0]:
                     best[name] = (per, count / args.seconds)
         rows += [(name, parallel, *best[name]) for name in NAMES]
-    lines = [
-        f"# Connect benchmark ({time.strftime('%Y-%m-%d')})",
-        "",
-        f"Command: `python {' '.join(shlex.quote(a) for a in sys.argv)}`",
-        "",
-        f"uvicorn `--ws {args.ws}`, Python {platform.python_version()}, {os.cpu_count()} cores; "
-        "server pinned to core 0, picows client to core 1; each cycle opens a WebSocket, "
-        f"reads a greeting and closes; best of {args.rounds} rounds of {args.seconds:g} s.",
-        "",
+    lines = header(
+        "Connect benchmark",
+        f"uvicorn `--ws {args.ws}`; server pinned to core 0, picows client to core 1; each "
+        "cycle opens a WebSocket, reads a greeting and closes; "
+        f"best of {args.rounds} rounds of {args.seconds:g} s.",
+    )
+    lines += [
         "| server | parallel | connections/s | server CPU µs/conn | vs raw |",
         "|---|---:|---:|---:|---:|",
     ]
     for name, parallel, per, rate in rows:
         base = next(r[2] for r in rows if r[0] == "raw" and r[1] == parallel)
         lines.append(f"| {name} | {parallel} | {rate:,.0f} | {per:.0f} | {per / base:.2f} |")
-    report = "\n".join(lines) + "\n"
-    print(report)
-    if args.out:
-        args.out.write_text(report)
+    publish(lines, args.out)
 
 
 if __name__ == "__main__":

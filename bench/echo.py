@@ -15,8 +15,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import platform
-import shlex
 import socket
 import subprocess
 import sys
@@ -26,6 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import header, publish
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVERS = {
@@ -174,24 +175,19 @@ def main() -> None:
                 if name not in best or result.cpu_us_per_msg < best[name].cpu_us_per_msg:
                     best[name] = result
         rows.extend(best.values())
-    report = render(rows, args)
-    print(report)
-    if args.out:
-        args.out.write_text(report)
+    publish(render(rows, args), args.out)
 
 
-def render(rows: list[Result], args: argparse.Namespace) -> str:
+def render(rows: list[Result], args: argparse.Namespace) -> list[str]:
     import uvicorn
 
-    lines = [
-        f"# Echo benchmark ({time.strftime('%Y-%m-%d')})",
-        "",
-        f"Command: `python {' '.join(shlex.quote(a) for a in sys.argv)}`",
-        "",
-        f"uvicorn {uvicorn.__version__} `--ws {args.ws}`, Python {platform.python_version()}, "
-        f"{platform.machine()}, {os.cpu_count()} cores; server pinned to core 0, client to core 1; "
-        f"best of {args.rounds} interleaved rounds of {args.seconds:g} s; 32-byte text messages.",
-        "",
+    lines = header(
+        "Echo benchmark",
+        f"uvicorn {uvicorn.__version__} `--ws {args.ws}`; server pinned to core 0, client to "
+        f"core 1; best of {args.rounds} interleaved rounds of {args.seconds:g} s; 32-byte "
+        "text messages.",
+    )
+    lines += [
         "| server | conns | msgs/s | p50 µs | p99 µs | server CPU µs/msg | vs raw | client CPU |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -204,7 +200,7 @@ def render(rows: list[Result], args: argparse.Namespace) -> str:
             f"| {row.cpu_us_per_msg:.1f} | {row.cpu_us_per_msg / base.cpu_us_per_msg:.2f} "
             f"| {row.client_cpu:.0%}{warn} |"
         )
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 if __name__ == "__main__":
