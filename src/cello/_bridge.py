@@ -95,7 +95,8 @@ class Channel:
         self._space = threading.Condition(threading.Lock())
         self._space_waiters = 0
         self._space_on_loop: asyncio.Event | None = None
-        self._writer: asyncio.Task[None] = loop.create_task(self._write())
+        self._writer: asyncio.Task[None] | None = None  # started on the first queued event
+        self._sending_directly = False
 
         # Incoming side (used by sync handlers only; async handlers receive directly).
         self._inbox: queue.SimpleQueue[WebSocketMessage | None] = queue.SimpleQueue()
@@ -142,6 +143,9 @@ class Channel:
         """`send` for coroutines on the event loop: waits for space without blocking it."""
         if self.close_code is not None:
             raise ConnectionClosed(self.close_code, self.close_reason)
+        if self._writer_idle and not self._outbox:
+            await self._send_directly(event)
+            return
         self._outbox.append(event)
         if self._writer_idle:
             self._start_writer()
@@ -150,6 +154,25 @@ class Channel:
                 self._space_on_loop = asyncio.Event()
             self._space_on_loop.clear()
             await self._space_on_loop.wait()
+
+    async def _send_directly(self, event: Message) -> None:
+        """Send from a coroutine on the loop while nothing is queued: no hop via the writer.
+
+        The writer is marked busy meanwhile, so threads only queue (in order, after this
+        event); it is woken afterwards if they did.
+        """
+        self._writer_idle = False
+        self._sending_directly = True
+        try:
+            await self._asgi_send(event)
+        except OSError:  # uvicorn's ClientDisconnected: the client is gone
+            self._lost()
+            raise ConnectionClosed(ABNORMAL_CLOSURE) from None
+        finally:
+            self._sending_directly = False
+            self._writer_idle = True
+            if self._outbox:
+                self._start_writer()
 
     def _wait_for_space(self) -> None:
         if threading.get_ident() == self._loop_thread:
@@ -166,6 +189,11 @@ class Channel:
             raise ConnectionClosed(self.close_code, self.close_reason)
 
     def _wake_writer(self) -> None:
+        if self._sending_directly:
+            return  # `_send_directly` wakes the writer when it is done
+        if self._writer is None:
+            self._writer = self._loop.create_task(self._write())
+            return
         wakeup = self._writer_wakeup
         if wakeup is not None and not wakeup.done():
             wakeup.set_result(None)
@@ -210,8 +238,11 @@ class Channel:
 
     async def flush(self) -> None:
         """Wait until the writer has sent everything queued up to the close."""
+        if self._writer is None and not self._outbox:
+            return  # nothing was ever queued
+        self._wake_writer()
+        assert self._writer is not None
         if not self._writer.done():
-            self._wake_writer()
             await asyncio.shield(self._writer)
 
     # ----------------------------------------------------------------- incoming
