@@ -6,8 +6,9 @@ is in this file:
 
 * outgoing: `Channel.send` (any thread) appends the ASGI event to the connection's
   outbox and, only if the writer task is idle, wakes it with one `call_soon_threadsafe`;
-  `Channel._write` (a task on the loop) drains the outbox into the ASGI `send`.
-* incoming: `Channel._pump` (a task on the loop) awaits the ASGI `receive` and puts each
+  `Channel._write` (a task on the loop) drains the outbox into the ASGI `send`. A
+  coroutine on the loop (`Channel.asend`) sends directly while nothing is queued.
+* incoming: `Channel._run_pump` (a task on the loop) awaits the ASGI `receive` and puts each
   message on a `queue.SimpleQueue`; `Channel.recv` (the handler thread) takes it from there.
 
 Why this shape: a round trip to the loop per call (`run_coroutine_threadsafe(...).result()`)
@@ -105,10 +106,6 @@ class Channel:
         self._pump_waiting = False
         self._pump_resume = asyncio.Event()
         self._pump: asyncio.Task[None] | None = None
-
-    @property
-    def is_open(self) -> bool:
-        return self.close_code is None
 
     # ----------------------------------------------------------------- outgoing
 
