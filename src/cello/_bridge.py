@@ -26,11 +26,12 @@ GIL; a spurious wake-up is harmless, a missed one is not.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import queue
 import threading
 from collections import deque
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 
 from starlette.types import Message, Receive, Send
 
@@ -51,6 +52,8 @@ _FINAL_EVENTS: Final = frozenset({"websocket.close", "websocket.http.response.bo
 
 logger = logging.getLogger("cello")
 
+T = TypeVar("T")
+
 
 def was_lost(event: Message) -> bool:
     """Whether a `websocket.disconnect` means the connection was lost, not closed by a frame.
@@ -69,6 +72,15 @@ def to_message(event: Message) -> WebSocketMessage:
     if text is not None:
         return WebSocketMessage("text", text=text)
     return WebSocketMessage("binary", data=event.get("bytes") or b"")
+
+
+class Enqueued(enum.Enum):
+    """What `Channel.enqueue` did with an event."""
+
+    WAKE = "queued; the writer is idle and must be woken"
+    QUEUED = "queued; the writer is busy and will send it"
+    TOO_SLOW = "not queued: the connection was too far behind and is now closed (1008)"
+    CLOSED = "not queued: the connection is closed"
 
 
 class Channel:
@@ -171,6 +183,37 @@ class Channel:
             if self._outbox:
                 self._start_writer()
 
+    def enqueue(self, event: Message, limit: int) -> Enqueued:
+        """Queue `event` from any thread without waiting, for fan-out to many connections.
+
+        The caller wakes the writers it was told to, all at once (`wake_writers`), so a
+        broadcast costs one hop to the loop however many members it reaches. A connection
+        already `limit` events behind is not waited for: its backlog is dropped and it is
+        closed with 1008, so one slow member never holds up the others.
+        """
+        if self.close_code is not None:
+            return Enqueued.CLOSED
+        outbox = self._outbox
+        if len(outbox) >= limit:
+            outbox.clear()
+            self.close(1008, "client too slow")
+            return Enqueued.TOO_SLOW
+        outbox.append(event)
+        if self._writer_idle:
+            self._writer_idle = False
+            return Enqueued.WAKE
+        return Enqueued.QUEUED
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the connection is served on."""
+        return self._loop
+
+    def check_open(self) -> None:
+        """Raise `ConnectionClosed` if the connection is closed."""
+        if self.close_code is not None:
+            raise ConnectionClosed(self.close_code, self.close_reason)
+
     def _wait_for_space(self) -> None:
         if threading.get_ident() == self._loop_thread:
             self.close(1008, "client too slow")
@@ -182,7 +225,7 @@ class Channel:
                     self._space.wait()
             finally:
                 self._space_waiters -= 1
-        if self.close_code is not None and not self._app_closed:
+        if self.close_code is not None:
             raise ConnectionClosed(self.close_code, self.close_reason)
 
     def _wake_writer(self) -> None:
@@ -392,3 +435,78 @@ class Channel:
         except RuntimeError:
             # The loop has closed (process exit): the connection is gone with it.
             self._lost()
+
+
+def wake_writers(channels: list[Channel]) -> None:
+    """Wake the writers `Channel.enqueue` asked for (all served on one loop), with one hop
+    to the loop for all of them."""
+    if not channels:
+        return
+    first = channels[0]
+    if threading.get_ident() == first._loop_thread:
+        _wake_all(channels)
+        return
+    try:
+        first._loop.call_soon_threadsafe(_wake_all, channels)
+    except RuntimeError:  # the loop has closed (process exit): the connections are gone
+        for channel in channels:
+            channel.abort()
+
+
+def _wake_all(channels: list[Channel]) -> None:
+    for channel in channels:
+        channel._wake_writer()
+
+
+class Mailbox(Generic[T]):
+    """Items handed from any thread to one consumer task on the loop.
+
+    The same wake-up discipline as a channel's outbox: `put` appends, and wakes the
+    consumer with one `call_soon_threadsafe` only if it has gone idle, so a burst of puts
+    costs one hop. Unbounded between drains; the consumer bounds what it keeps.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._loop_thread = threading.get_ident()
+        self._items: deque[T] = deque()
+        self._idle = False  # written by the consumer; cleared by producers
+        self._wakeup: asyncio.Future[None] | None = None
+
+    def put(self, item: T) -> None:
+        """Hand `item` to the consumer, from any thread."""
+        self._items.append(item)
+        if self._idle:
+            self._idle = False
+            if threading.get_ident() == self._loop_thread:
+                self._wake()
+            else:
+                self._loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
+
+    async def take_all(self) -> list[T]:
+        """Wait until something was put, then take everything put so far (on the loop)."""
+        items = self._items
+        while not items:
+            self._idle = True
+            if items:  # put after our check but before it saw the flag
+                break
+            self._wakeup = self._loop.create_future()
+            try:
+                await self._wakeup
+            finally:
+                self._wakeup = None
+        self._idle = False
+        return self.take_nowait()
+
+    def take_nowait(self) -> list[T]:
+        """Take everything put so far, without waiting (on the loop)."""
+        items = self._items
+        taken = list(items)
+        for _ in range(len(taken)):
+            items.popleft()
+        return taken

@@ -146,6 +146,8 @@ async def serve_websocket(app: App, scope: Scope, receive: Receive, send: Send) 
     loop = asyncio.get_running_loop()
     channel = Channel(loop, receive, send)
     app.live_channels.add(channel)
+    if not app.hub.running:
+        await app.hub.start()  # served without lifespan (mounted): start on first use
     try:
         if endpoint.is_async:
             await _run_async(app, endpoint, channel, request, subprotocol, accept)
@@ -153,6 +155,7 @@ async def serve_websocket(app: App, scope: Scope, receive: Receive, send: Send) 
             await _run_sync(app, endpoint, channel, request, subprotocol, accept)
     finally:
         app.live_channels.discard(channel)
+        app.hub.forget(channel)
 
 
 async def _run_async(

@@ -21,6 +21,7 @@ from ._connection import Guard, WebSocketEndpoint, serve_websocket
 from ._http import HttpEndpoint, MethodMap, serve_http
 from ._threads import HandlerThreads
 from .blueprints import Routes
+from .hub import Hub
 from .routing import RouteTable
 
 __all__ = ["App"]
@@ -41,6 +42,10 @@ class App(Routes):
         http_threads: How many sync HTTP handlers may run at once (further requests wait
             for a thread). Separate from the WebSocket threads.
         max_body_size: The largest request body read, in bytes; larger ones get 413.
+        hub: The broadcast hub's backend (`app.hub`): a Redis URL (`redis://host:port/db`)
+            shared by every process that should see the broadcasts, a `Hub`, or `None` to
+            read the `CELLO_HUB_URL` environment variable, in memory (this process only)
+            when that is unset.
     """
 
     def __init__(
@@ -49,6 +54,7 @@ class App(Routes):
         websocket_threads: int = 10_000,
         http_threads: int = 256,
         max_body_size: int = 16 * 1024 * 1024,
+        hub: str | Hub | None = None,
     ) -> None:
         self.websocket_routes: RouteTable[WebSocketEndpoint] = RouteTable()
         self.http_routes: RouteTable[MethodMap] = RouteTable()
@@ -58,6 +64,8 @@ class App(Routes):
         self.max_body_size = max_body_size
         #: Open WebSocket connections, so shutdown can close them.
         self.live_channels: set[Channel] = set()
+        #: Groups of connections and broadcasts to them, in memory or across processes.
+        self.hub = Hub.from_setting(hub)
         self._limiters: dict[str, anyio.CapacityLimiter] = {}
         self._middleware: list[tuple[Callable[..., ASGIApp], dict[str, Any]]] = []
         self._stack: ASGIApp | None = None
@@ -172,14 +180,16 @@ class App(Routes):
         """Run the startup hooks (the ASGI lifespan does this)."""
         if self.handler_threads.closed:
             self.handler_threads = HandlerThreads(self.websocket_threads)
+        await self.hub.start()
         for hook in self._startup_hooks:
             await _call_hook(hook)
 
     async def shutdown(self) -> None:
-        """Close open connections, run the shutdown hooks, end idle threads."""
+        """Close open connections, run the shutdown hooks, stop the hub, end idle threads."""
         await self.close_connections()
         for hook in reversed(self._shutdown_hooks):
             await _call_hook(hook)
+        await self.hub.stop()
         await asyncio.to_thread(self.handler_threads.shutdown, 5.0)
 
     async def close_connections(self, timeout: float = 5.0) -> None:

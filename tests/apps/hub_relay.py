@@ -1,0 +1,20 @@
+"""A hub app for the cross-process tests: its hub comes from `CELLO_HUB_URL`.
+
+A client of `/ws/{group}` joins the group and is greeted with the worker's pid; every
+text it sends is broadcast to the group.
+"""
+
+import os
+
+from cello import App, Request, WebSocket
+
+app = App()
+
+
+@app.websocket("/ws/{group}")
+def member(ws: WebSocket, request: Request) -> None:
+    group = request.params["group"]
+    app.hub.join(group, ws)
+    ws.send_json({"pid": os.getpid(), "backend": app.hub.backend})
+    for msg in ws:
+        app.hub.broadcast(group, msg.text or "")
