@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from ._connection import Guard
+from .origins import OriginPolicy
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -28,6 +29,7 @@ class Routes:
         handler: Callable[..., Any],
         subprotocols: Sequence[str],
         guards: tuple[Guard, ...],
+        origins: OriginPolicy | None = None,
     ) -> None:
         raise NotImplementedError
 
@@ -81,6 +83,7 @@ class Routes:
         *,
         subprotocols: Sequence[str] = (),
         guard: Guard | Sequence[Guard] | None = None,
+        allowed_origins: Sequence[str] | None = None,
     ) -> Callable[[F], F]:
         """Register a WebSocket handler for `path`.
 
@@ -95,6 +98,8 @@ class Routes:
                 (in the client's order) is chosen and sent in the accept.
             guard: A callable, or several, run with the request before acceptance. Raise
                 `HTTPException(status, detail)` or return `False` to refuse the connection.
+            allowed_origins: The web origins that may connect to this route, in place of
+                the app's `allowed_origins` (see `App`); others get 403 before any guard.
         """
         if guard is None:
             guards: tuple[Guard, ...] = ()
@@ -102,9 +107,10 @@ class Routes:
             guards = (guard,)
         else:
             guards = tuple(guard)
+        origins = OriginPolicy.of(allowed_origins)  # a bad entry fails here, not on a request
 
         def register(handler: F) -> F:
-            self._add_websocket(path, handler, subprotocols, guards)
+            self._add_websocket(path, handler, subprotocols, guards, origins)
             return handler
 
         return register
@@ -145,10 +151,11 @@ class Blueprint(Routes):
         handler: Callable[..., Any],
         subprotocols: Sequence[str],
         guards: tuple[Guard, ...],
+        origins: OriginPolicy | None = None,
     ) -> None:
         self.recorded.append(
             lambda target, prefix: target._add_websocket(
-                prefix + path, handler, subprotocols, guards
+                prefix + path, handler, subprotocols, guards, origins
             )
         )
 
