@@ -13,6 +13,7 @@ def echo(ws):
 from .app import App
 from .blueprints import Blueprint
 from .errors import ConnectionClosed, HTTPException
+from .hub import Hub
 from .messages import WebSocketMessage
 from .request import Request
 from .responses import Response
@@ -24,6 +25,7 @@ __all__ = [
     "Blueprint",
     "ConnectionClosed",
     "HTTPException",
+    "Hub",
     "Request",
     "Response",
     "WebSocket",

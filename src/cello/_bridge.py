@@ -10,6 +10,10 @@ is in this file:
   coroutine on the loop (`Channel.asend`) sends directly while nothing is queued.
 * incoming: `Channel._run_pump` (a task on the loop) awaits the ASGI `receive` and puts each
   message on a `queue.SimpleQueue`; `Channel.recv` (the handler thread) takes it from there.
+* fan-out (the hub): `Channel.enqueue` appends one shared event to many outboxes from the
+  calling thread without waiting, and `wake_writers` wakes the idle writers among them with
+  one hop to the loop; `Mailbox` hands items from threads to one task on the loop (the
+  Redis relay's publisher) with the same one-wake-up-per-idle-period discipline.
 
 Why this shape: a round trip to the loop per call (`run_coroutine_threadsafe(...).result()`)
 costs two thread switches and a future per message; here a send costs an append, and a
