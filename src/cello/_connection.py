@@ -1,6 +1,7 @@
 """The life of one WebSocket connection, from `websocket.connect` to the last ASGI event.
 
-Route the path; refuse it if no route matches; run the route's guards (which may refuse
+Route the path; refuse it if no route matches, or with 403 if the browser page's `Origin`
+is not one the route allows (`cello.origins`); run the route's guards (which may refuse
 with an HTTP status before anything is accepted); accept with the chosen subprotocol;
 run the handler (a sync one on a handler thread, an async one on the loop); close with
 1000 when it returns or 1011 when it raises. The close codes the server may see:
@@ -29,6 +30,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from ._bridge import Channel
 from .errors import ConnectionClosed
+from .origins import OriginPolicy
 from .request import Request
 from .websocket import AsyncWebSocket, WebSocket
 
@@ -51,6 +53,8 @@ class WebSocketEndpoint:
     takes_request: bool
     subprotocols: tuple[str, ...]
     guards: tuple[Guard, ...]
+    #: The route's own origin policy; `None` defers to the app's.
+    origins: OriginPolicy | None = None
 
     @classmethod
     def create(
@@ -58,6 +62,7 @@ class WebSocketEndpoint:
         handler: Callable[..., Any],
         subprotocols: Sequence[str],
         guards: Sequence[Guard],
+        origins: OriginPolicy | None = None,
     ) -> WebSocketEndpoint:
         positional = [
             p
@@ -74,6 +79,7 @@ class WebSocketEndpoint:
             takes_request=len(positional) == 2,
             subprotocols=tuple(subprotocols),
             guards=tuple(guards),
+            origins=origins,
         )
 
     @property
@@ -119,6 +125,15 @@ def _refusal_for(scope: Scope, error: BaseException | None) -> list[Message]:
     return refusal(scope, 500, "Internal Server Error")
 
 
+def _origin_allowed(app: App, endpoint: WebSocketEndpoint, scope: Scope) -> bool:
+    """The route's origin policy, else the app's, checked before any guard or handler code."""
+    policy = endpoint.origins if endpoint.origins is not None else app.origin_policy
+    if policy is None or policy.allows_scope(scope):
+        return True
+    logger.info("Refused a WebSocket to %s from a disallowed origin", scope.get("path"))
+    return False
+
+
 def _call_handler(endpoint: WebSocketEndpoint, ws: Any, request: Request) -> Any:
     if endpoint.takes_request:
         return endpoint.handler(ws, request)
@@ -140,6 +155,10 @@ async def serve_websocket(app: App, scope: Scope, receive: Receive, send: Send) 
             await send(message)
         return
     endpoint, params = found
+    if not _origin_allowed(app, endpoint, scope):
+        for message in refusal(scope, 403, "Origin not allowed"):
+            await send(message)
+        return
     request = Request(scope, params)
     subprotocol = choose_subprotocol(scope.get("subprotocols") or (), endpoint.subprotocols)
     accept: Message = {"type": "websocket.accept", "subprotocol": subprotocol}

@@ -22,6 +22,7 @@ from ._http import HttpEndpoint, MethodMap, serve_http
 from ._threads import HandlerThreads
 from .blueprints import Routes
 from .hub import Hub
+from .origins import OriginPolicy
 from .routing import RouteTable
 
 __all__ = ["App"]
@@ -42,6 +43,11 @@ class App(Routes):
         http_threads: How many sync HTTP handlers may run at once (further requests wait
             for a thread). Separate from the WebSocket threads.
         max_body_size: The largest request body read, in bytes; larger ones get 413.
+        allowed_origins: The web origins that may open a WebSocket (exact, like
+            `https://app.example.com`, or patterns, like `https://*.example.com`); an
+            upgrade from any other browser origin is refused with 403 before guards and
+            handler run. A route's own `allowed_origins` replaces this list. `None` (the
+            default) checks nothing; see `cello.origins.OriginPolicy`.
         hub: The broadcast hub's backend (`app.hub`): a Redis URL (`redis://host:port/db`)
             shared by every process that should see the broadcasts, a `Hub`, or `None` to
             read the `CELLO_HUB_URL` environment variable, in memory (this process only)
@@ -54,6 +60,7 @@ class App(Routes):
         websocket_threads: int = 10_000,
         http_threads: int = 256,
         max_body_size: int = 16 * 1024 * 1024,
+        allowed_origins: Sequence[str] | None = None,
         hub: str | Hub | None = None,
     ) -> None:
         self.websocket_routes: RouteTable[WebSocketEndpoint] = RouteTable()
@@ -62,6 +69,8 @@ class App(Routes):
         self.handler_threads = HandlerThreads(websocket_threads)
         self.http_threads = http_threads
         self.max_body_size = max_body_size
+        #: The origins every WebSocket route accepts unless it has its own list.
+        self.origin_policy = OriginPolicy.of(allowed_origins)
         #: Open WebSocket connections, so shutdown can close them.
         self.live_channels: set[Channel] = set()
         #: Groups of connections and broadcasts to them, in memory or across processes.
@@ -91,8 +100,10 @@ class App(Routes):
         handler: Callable[..., Any],
         subprotocols: Sequence[str],
         guards: tuple[Guard, ...],
+        origins: OriginPolicy | None = None,
     ) -> None:
-        self.websocket_routes.add(path, WebSocketEndpoint.create(handler, subprotocols, guards))
+        endpoint = WebSocketEndpoint.create(handler, subprotocols, guards, origins)
+        self.websocket_routes.add(path, endpoint)
 
     def on_startup(self, hook: F) -> F:
         """Run `hook` (sync or async, no arguments) when the server starts."""
