@@ -115,8 +115,10 @@ def system(message: str, users: int) -> dict[str, object]:
     return {"type": "system", "message": message, "users_online": users}
 
 
-def test_chat_three_clients_join_talk_and_leave() -> None:
-    with served("chat") as (_, url), contextlib.ExitStack() as stack:
+@pytest.mark.parametrize("module", ["chat", "hub_chat"])
+def test_chat_three_clients_join_talk_and_leave(module: str) -> None:
+    """The page's chat, and the same chat on the hub, behave alike for their clients."""
+    with served(module) as (_, url), contextlib.ExitStack() as stack:
         a = stack.enter_context(connect(f"{url}/ws/chat"))
         assert receive_json(a) == system("Welcome to the chat!", 1)
         b = stack.enter_context(connect(f"{url}/ws/chat"))
