@@ -1,0 +1,73 @@
+"""The performance issue's targets, checked against one run's ratios.
+
+Each target compares ratios to `raw` (server CPU per operation, or memory per connection
+for the idle workloads) measured in the same run; a target whose figures the run lacks
+(a server or workload left out) is not listed. These are benchmark targets, read by
+people, not test assertions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from suite import Results
+
+Row = tuple[str, str, bool]
+
+#: The facade's cost over raw: (server, workloads, the largest ratio allowed).
+LIMITS = [
+    ("cello-sync", ("echo_1", "echo_50"), 1.15),
+    ("cello-async", ("echo_1", "echo_50"), 1.05),
+    ("cello-sync", ("connect_1", "connect_20"), 1.2),
+    ("cello-async", ("connect_1", "connect_20"), 1.2),
+    ("cello-sync", ("idle_mem", "capacity"), 1.5),
+    ("cello-sync", ("fanout", "fanout_hub"), 1.0),
+    ("cello-async", ("fanout", "fanout_hub"), 1.0),
+]
+#: Where cello's default serving (sync handlers) must beat the Rust Cello, and by how much:
+#: its ratio at most `factor` times the Rust Cello's.
+VERSUS_RUST = [("echo_50", 1.0), ("fanout", 1.0), ("idle_mem", 1.0)]
+VERSUS_RUST_WITHIN = [("connect_1", 2.0), ("connect_20", 2.0)]
+EVERY_WORKLOAD = ("echo_1", "echo_50", "connect_1", "connect_20", "fanout", "idle_mem")
+
+
+def limits(table: dict[str, float]) -> Iterator[Row]:
+    for server, workloads, limit in LIMITS:
+        for workload in workloads:
+            ratio = table.get(f"{server}/{workload}")
+            if ratio is not None:
+                yield f"{server} {workload} ≤ {limit:.2f}x raw", f"{ratio:.2f}x", ratio <= limit
+
+
+def versus(
+    table: dict[str, float], peer: str, rows: list[tuple[str, float]], verb: str
+) -> Iterator[Row]:
+    for workload, factor in rows:
+        ours, theirs = table.get(f"cello-sync/{workload}"), table.get(f"{peer}/{workload}")
+        if ours is None or theirs is None:
+            continue
+        bound = "" if factor == 1.0 else f" within {factor:g}x"
+        yield (
+            f"cello-sync {verb} {peer}{bound} on {workload}",
+            f"{ours:.2f}x vs {theirs:.2f}x",
+            ours < theirs * factor if factor == 1.0 else ours <= theirs * factor,
+        )
+
+
+def capacity(results: Results) -> Iterator[Row]:
+    runs = results.get(("cello-sync", "capacity"))
+    if runs:
+        m = runs[0]
+        n = int(m.facts["connections"])
+        yield f"cello-sync answers all {n:,} idle connections", f"{m.ops:,} of {n:,}", m.ops == n
+
+
+def evaluate(table: dict[str, float], results: Results) -> list[Row]:
+    rows = list(limits(table))
+    rows += capacity(results)
+    rows += versus(table, "rust-cello", VERSUS_RUST, "beats")
+    rows += versus(table, "rust-cello", VERSUS_RUST_WITHIN, "comes")
+    rows += versus(table, "flask-sock", [(w, 1.0) for w in EVERY_WORKLOAD], "beats")
+    return rows
