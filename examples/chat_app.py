@@ -1,0 +1,167 @@
+"""A chat app: rooms, nicknames, join/leave notices and a member list, on the hub.
+
+The app serves its own page (`static/chat.html`, with `chat.js` and `chat.css`). The page
+asks for a nickname and opens `ws://…/ws/rooms/{room}?nick=…&client=…`; every message and
+notice of a room goes to its members as one `app.hub.broadcast`. When the socket drops
+(the server restarts, the network blinks), the page reconnects with growing delays and
+joins again under the same nickname.
+
+Run: python examples/chat_app.py   (or: uvicorn examples.chat_app:app)
+Then open http://127.0.0.1:8000/ in two browser tabs.
+
+The protocol, all JSON text messages:
+
+* client → server: `{"type": "message", "text": "..."}`.
+* server → client: `welcome` (to the newcomer: `room`, `nick`, `members`), then `joined`
+  and `left` (`nick`) and `message` (`nick`, `text`, `time` in ms since the epoch) as
+  they happen, and `error` (to one client; after a bad message the connection stays
+  open). A bad room name or nickname gets an `error`, then a close with code 4000.
+
+More than one process: with `CELLO_HUB_URL=redis://127.0.0.1:6379/0` set, messages and
+notices reach the room's members in every process, but the `welcome`'s member list and
+the taken-nickname check only know this process's members.
+"""
+
+import json
+import re
+import threading
+import time
+from pathlib import Path
+
+from cello import App, ConnectionClosed, Response
+
+app = App()
+STATIC = Path(__file__).parent / "static"
+ASSETS = {"chat.js": "text/javascript", "chat.css": "text/css"}
+
+NAME = re.compile(r"[A-Za-z0-9_-]{1,24}")
+MAX_TEXT = 500
+#: Close codes of our own (4000-4999 belong to the application): a join refused, and a
+#: connection replaced by the same page's newer one (neither is retried by the page).
+REFUSED = 4000
+REPLACED = 4001
+
+#: room -> nick -> (client id, connection); this process's members only.
+rooms = {}
+rooms_lock = threading.Lock()
+
+
+@app.get("/")
+def home():
+    return Response.redirect("/rooms/lobby")
+
+
+@app.get("/rooms/{room}")
+def chat_page(request):
+    if not NAME.fullmatch(request.params["room"]):
+        return Response.json({"detail": "a room name is 1-24 letters, digits, - or _"}, 404)
+    return Response.html((STATIC / "chat.html").read_text())
+
+
+@app.get("/static/{name}")
+def asset(request):
+    name = request.params["name"]
+    if name not in ASSETS:
+        return Response.json({"detail": "Not Found"}, 404)
+    return Response.file(STATIC / name, content_type=ASSETS[name])
+
+
+def members_of(room):
+    return sorted(rooms.get(room, {}))
+
+
+def join_error(room, nick, client):
+    """Why this nickname may not join this room, or `None`."""
+    if not NAME.fullmatch(room):
+        return "a room name is 1-24 letters, digits, - or _"
+    if not NAME.fullmatch(nick):
+        return "a nickname is 1-24 letters, digits, - or _"
+    taken = rooms.get(room, {}).get(nick)
+    if taken is not None and taken[0] != client:
+        return f"{nick} is already in {room}"
+    return None
+
+
+def read_text(msg):
+    """The text of a client's chat message and `None`, or `None` and why it is refused."""
+    if not msg.is_text():
+        return None, "messages are JSON text"
+    try:
+        message = json.loads(msg.text)
+    except ValueError:
+        return None, "messages are JSON text"
+    if not isinstance(message, dict) or message.get("type") != "message":
+        return None, 'send {"type": "message", "text": "..."}'
+    text = message.get("text")
+    if not isinstance(text, str) or not text.strip():
+        return None, "a message needs some text"
+    if len(text) > MAX_TEXT:
+        return None, f"a message is at most {MAX_TEXT} characters"
+    return text, None
+
+
+def enter(room, nick, client, ws):
+    """Add `ws` to the room as `nick`, welcome it and tell the others; or say why not."""
+    with rooms_lock:
+        error = join_error(room, nick, client)
+        if error is not None:
+            return error
+        members = rooms.setdefault(room, {})
+        previous = members.get(nick)
+        members[nick] = (client, ws)
+        if previous is not None:  # the same page reconnected before its old socket died
+            app.hub.leave(room, previous[1])
+            previous[1].close(REPLACED, "replaced by a new connection")
+        # Welcome first, then join the group: every membership notice is sent under this
+        # lock, so the newcomer's list is never stale and the welcome is its first message.
+        ws.send_json({"type": "welcome", "room": room, "nick": nick, "members": members_of(room)})
+        app.hub.join(room, ws)
+        if previous is None:
+            app.hub.broadcast(room, {"type": "joined", "nick": nick}, exclude=ws)
+        return None
+
+
+def leave(room, nick, ws):
+    """Take `ws` out of the room and tell the others, unless a newer connection took over."""
+    with rooms_lock:
+        app.hub.leave(room, ws)
+        members = rooms.get(room, {})
+        if members.get(nick, (None, None))[1] is not ws:
+            return
+        del members[nick]
+        if not members:
+            del rooms[room]
+        app.hub.broadcast(room, {"type": "left", "nick": nick})
+
+
+@app.websocket("/ws/rooms/{room}")
+def chat(ws, request):
+    room = request.params["room"]
+    nick = request.query.get("nick", "")
+    client = request.query.get("client", "")
+    try:
+        error = enter(room, nick, client, ws)
+        if error is not None:
+            ws.send_json({"type": "error", "error": error})
+            ws.close(REFUSED, error)
+            return
+        for msg in ws:
+            text, problem = read_text(msg)
+            if problem is not None:
+                ws.send_json({"type": "error", "error": problem})
+                continue
+            message = {
+                "type": "message",
+                "nick": nick,
+                "text": text,
+                "time": time.time_ns() // 10**6,
+            }
+            app.hub.broadcast(room, message)
+    except ConnectionClosed:
+        pass  # the client left while being answered
+    finally:
+        leave(room, nick, ws)
+
+
+if __name__ == "__main__":
+    app.run()

@@ -1,0 +1,360 @@
+"""The chat example (`examples/chat_app.py`): its protocol under a real uvicorn process with
+the `websockets` client, across two processes sharing a Redis, and its page in headless
+Chromium: two tabs talking, and both reconnecting after the server restarts.
+
+The browser test saves what the first tab showed to `tests/artifacts/chat.png`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+from redis_server import RedisServer
+from servers import ROOT, bound_socket, subprocess_server, wait_for_port
+
+WAIT = 10
+ARTIFACTS = ROOT / "tests" / "artifacts"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+#: Flags for a sandboxed root user on a machine without network access.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def port() -> Iterator[int]:
+    """One chat server for the protocol tests; each test uses rooms of its own."""
+    with subprocess_server("examples.chat_app:app", extra=("--log-level", "warning")) as (_, p):
+        yield p
+
+
+@pytest.fixture
+def clients() -> Iterator[contextlib.ExitStack]:
+    """Closes every connection a test opened, whatever happens."""
+    with contextlib.ExitStack() as stack:
+        yield stack
+
+
+def join(
+    clients: contextlib.ExitStack, port: int, room: str, nick: str, client: str = ""
+) -> tuple[ClientConnection, dict[str, Any]]:
+    """A connection to `room` as `nick`, and the first message it received."""
+    query = urlencode({"nick": nick, "client": client or nick})
+    url = f"ws://127.0.0.1:{port}/ws/rooms/{room}?{query}"
+    ws = clients.enter_context(connect(url, open_timeout=WAIT))
+    return ws, receive(ws)
+
+
+def receive(ws: ClientConnection) -> dict[str, Any]:
+    message: dict[str, Any] = json.loads(ws.recv(WAIT))
+    return message
+
+
+def next_message(ws: ClientConnection) -> dict[str, Any]:
+    """The next chat message, past any join/leave notices."""
+    while (message := receive(ws))["type"] != "message":
+        assert message["type"] in ("joined", "left"), message
+    return message
+
+
+def say(ws: ClientConnection, text: str) -> None:
+    ws.send(json.dumps({"type": "message", "text": text}))
+
+
+def close_code(ws: ClientConnection) -> int:
+    with pytest.raises(ConnectionClosed) as closed:
+        ws.recv(WAIT)
+    assert closed.value.rcvd is not None
+    return closed.value.rcvd.code
+
+
+def nothing_arrives(ws: ClientConnection, within: float = 0.3) -> bool:
+    with contextlib.suppress(TimeoutError):
+        ws.recv(within)
+        return False
+    return True
+
+
+# ------------------------------------------------------------------ the page and its assets
+
+
+def test_the_app_serves_its_page_and_assets(port: int) -> None:
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=WAIT) as http:
+        home = http.get("/")
+        assert home.status_code == 302
+        assert home.headers["location"] == "/rooms/lobby"
+        page = http.get("/rooms/lobby")
+        assert page.headers["content-type"].startswith("text/html")
+        assert '<script src="../static/chat.js"' in page.text
+        script = http.get("/static/chat.js")
+        assert script.headers["content-type"].startswith("text/javascript")
+        assert "new WebSocket" in script.text
+        assert http.get("/static/chat.css").headers["content-type"].startswith("text/css")
+        assert http.get("/static/chat_app.py").status_code == 404
+        assert http.get("/rooms/no%20spaces").status_code == 404
+
+
+# ------------------------------------------------------------------ the protocol
+
+
+def test_join_and_leave_notices_carry_the_member_list(
+    port: int, clients: contextlib.ExitStack
+) -> None:
+    alice, welcome = join(clients, port, "notices", "alice")
+    assert welcome == {"type": "welcome", "room": "notices", "nick": "alice", "members": ["alice"]}
+    bob, welcome = join(clients, port, "notices", "bob")
+    assert welcome["members"] == ["alice", "bob"]
+    assert receive(alice) == {"type": "joined", "nick": "bob"}
+    assert nothing_arrives(bob)  # the newcomer hears of itself only through its welcome
+    bob.close()
+    assert receive(alice) == {"type": "left", "nick": "bob"}
+    alice.close()
+
+
+def test_messages_reach_everyone_in_the_room_and_no_other_room(
+    port: int, clients: contextlib.ExitStack
+) -> None:
+    alice, _ = join(clients, port, "red", "alice")
+    bob, _ = join(clients, port, "red", "bob")
+    receive(alice)  # bob joined
+    carol, _ = join(clients, port, "blue", "carol")
+    before = time.time()
+    say(bob, "hello red")
+    for member in (alice, bob):  # the sender gets its own message back, in order
+        message = receive(member)
+        assert message["type"] == "message"
+        assert (message["nick"], message["text"]) == ("bob", "hello red")
+        assert before - 5 < message["time"] / 1000 < time.time() + 5
+    assert nothing_arrives(carol)
+    say(carol, "hello blue")
+    assert receive(carol)["text"] == "hello blue"
+    assert nothing_arrives(alice)
+    for ws in (alice, bob, carol):
+        ws.close()
+
+
+@pytest.mark.parametrize(
+    ("nick", "error"),
+    [
+        ("", "a nickname is 1-24 letters, digits, - or _"),
+        ("two words", "a nickname is 1-24 letters, digits, - or _"),
+        ("<script>", "a nickname is 1-24 letters, digits, - or _"),
+        ("x" * 25, "a nickname is 1-24 letters, digits, - or _"),
+    ],
+    ids=["empty", "space", "markup", "too-long"],
+)
+def test_a_bad_nickname_is_refused_with_a_reason(
+    port: int, clients: contextlib.ExitStack, nick: str, error: str
+) -> None:
+    ws, first = join(clients, port, "names", nick)
+    assert first == {"type": "error", "error": error}
+    assert close_code(ws) == 4000
+    assert ws.close_reason == error
+
+
+def test_a_taken_nickname_is_refused_and_the_room_carries_on(
+    port: int, clients: contextlib.ExitStack
+) -> None:
+    alice, _ = join(clients, port, "taken", "alice", client="first-tab")
+    impostor, first = join(clients, port, "taken", "alice", client="other-tab")
+    assert first == {"type": "error", "error": "alice is already in taken"}
+    assert close_code(impostor) == 4000
+    assert nothing_arrives(alice)  # no notice: nobody joined or left
+    say(alice, "still here")
+    assert receive(alice)["text"] == "still here"
+    alice.close()
+
+
+def test_a_bad_room_name_is_refused(port: int, clients: contextlib.ExitStack) -> None:
+    ws, first = join(clients, port, "x" * 30, "alice")
+    assert first["error"] == "a room name is 1-24 letters, digits, - or _"
+    assert close_code(ws) == 4000
+
+
+@pytest.mark.parametrize(
+    ("sent", "error"),
+    [
+        ("not json", "messages are JSON text"),
+        (b"\x00\x01", "messages are JSON text"),
+        ("[1, 2]", 'send {"type": "message", "text": "..."}'),
+        ('{"type": "shout", "text": "hi"}', 'send {"type": "message", "text": "..."}'),
+        ('{"type": "message", "text": "   "}', "a message needs some text"),
+        ('{"type": "message", "text": 42}', "a message needs some text"),
+        (json.dumps({"type": "message", "text": "x" * 501}), "a message is at most 500 characters"),
+    ],
+    ids=["not-json", "binary", "a-list", "unknown-type", "blank", "not-a-string", "too-long"],
+)
+def test_bad_input_is_answered_and_the_connection_stays_open(
+    port: int, clients: contextlib.ExitStack, sent: str | bytes, error: str
+) -> None:
+    ws, _ = join(clients, port, "input", "alice")
+    ws.send(sent)
+    assert receive(ws) == {"type": "error", "error": error}
+    say(ws, "this one is fine")
+    assert receive(ws)["text"] == "this one is fine"
+    ws.close()
+    assert ws.close_code == 1000
+
+
+def test_a_reconnecting_page_takes_its_nickname_back(
+    port: int, clients: contextlib.ExitStack
+) -> None:
+    """A page whose old socket the server still holds (a network blink) gets its nickname
+    back at once: the old connection is closed with 4001 and nobody sees a leave/join."""
+    bob, _ = join(clients, port, "blink", "bob")
+    old, _ = join(clients, port, "blink", "alice", client="tab-1")
+    receive(bob)  # alice joined
+    new, welcome = join(clients, port, "blink", "alice", client="tab-1")
+    assert welcome["members"] == ["alice", "bob"]
+    assert close_code(old) == 4001
+    assert nothing_arrives(bob)
+    say(new, "back")
+    assert receive(bob)["text"] == "back"
+    new.close()
+    assert receive(bob) == {"type": "left", "nick": "alice"}
+    bob.close()
+
+
+def test_two_processes_share_a_room_through_redis(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clients: contextlib.ExitStack
+) -> None:
+    if shutil.which("redis-server") is None:
+        pytest.skip("the system has no redis-server")
+    redis = RedisServer(tmp_path)
+    redis.start()
+    try:
+        monkeypatch.setenv("CELLO_HUB_URL", redis.url)
+        quiet = ("--log-level", "warning")
+        with (
+            subprocess_server("examples.chat_app:app", extra=quiet) as (_, port_a),
+            subprocess_server("examples.chat_app:app", extra=quiet) as (_, port_b),
+        ):
+            alice, _ = join(clients, port_a, "shared", "alice")
+            bob, welcome = join(clients, port_b, "shared", "bob")
+            assert welcome["members"] == ["bob"]  # the welcome knows its own process only
+            assert receive(alice) == {"type": "joined", "nick": "bob"}
+            say(bob, "across processes")
+            assert receive(alice)["text"] == "across processes"
+            # Alice's own notice may reach bob late: pub/sub has no order across publishers.
+            assert next_message(bob)["text"] == "across processes"
+            bob.close()
+            assert receive(alice) == {"type": "left", "nick": "bob"}
+    finally:
+        redis.stop()
+
+
+# ------------------------------------------------------------------ in the browser
+
+
+@contextlib.contextmanager
+def chat_command(port: int) -> Iterator[subprocess.Popen[str]]:
+    """The example's own command, `python examples/chat_app.py`, on `port`."""
+    proc = subprocess.Popen(
+        [sys.executable, "examples/chat_app.py", "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for_port(port, proc)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if CHROMIUM is None:
+        pytest.skip("the system has no chromium")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def wait_connected(page: Any) -> None:
+    page.wait_for_selector("body[data-state=connected]", timeout=20_000)
+
+
+def wait_for_line(page: Any, selector: str, text: str) -> None:
+    page.locator(selector, has_text=text).first.wait_for(timeout=20_000)
+
+
+def test_two_tabs_chat_and_reconnect_after_a_restart(browser: Any) -> None:
+    sock = bound_socket()
+    port = sock.getsockname()[1]
+    sock.close()  # the server binds it; a restart binds it again
+    context = browser.new_context(viewport={"width": 1000, "height": 620})
+    try:
+        alice, bob = context.new_page(), context.new_page()  # two tabs of one browser
+        with chat_command(port):
+            alice.goto(f"http://127.0.0.1:{port}/")  # redirected to /rooms/lobby
+            alice.fill("#nick", "alice")
+            alice.press("#nick", "Enter")
+            wait_connected(alice)
+            bob.goto(f"http://127.0.0.1:{port}/rooms/lobby?nick=bob")
+            wait_connected(bob)
+            wait_for_line(alice, ".log .notice", "bob joined.")
+            assert alice.inner_text("#count") == "2"
+
+            bob.fill("#text", "Hello from the other tab!")
+            bob.press("#text", "Enter")
+            wait_for_line(alice, ".log .message .text", "Hello from the other tab!")
+            alice.fill("#text", "<b>markup stays text</b>")
+            alice.click("#composer button")
+            wait_for_line(bob, ".log .message .text", "<b>markup stays text</b>")
+            assert bob.locator(".log b").count() == 0
+
+        # The server is gone: both tabs notice and keep trying.
+        for page in (alice, bob):
+            page.wait_for_selector("body[data-state=reconnecting]", timeout=20_000)
+            assert page.is_disabled("#text")
+
+        with chat_command(port):  # the same server again, with no memory of the room
+            for page in (alice, bob):
+                wait_connected(page)
+                wait_for_line(page, ".log .notice", "Reconnected.")
+            alice.wait_for_function(
+                "document.getElementById('count').textContent === '2'", timeout=20_000
+            )
+            alice.fill("#text", "Still here after the restart.")
+            alice.press("#text", "Enter")
+            wait_for_line(bob, ".log .message .text", "Still here after the restart.")
+            wait_for_line(alice, ".log .message .text", "Still here after the restart.")
+            assert alice.inner_text("#members") == "alice\nbob"
+            ARTIFACTS.mkdir(exist_ok=True)
+            alice.screenshot(path=str(ARTIFACTS / "chat.png"))
+    finally:
+        context.close()
