@@ -154,7 +154,8 @@ async def async_hub_chat(ws: AsyncWebSocket) -> None:
 
 async def raw_thread(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """The floor of any thread-per-connection design: the raw echo, each message handed to
-    a thread and back with the least code possible (no bounds, no close handling)."""
+    a thread and back with the least code possible (no bounds, no close handling), and a
+    thread per connection held while it is open."""
     import asyncio
     import queue
     import threading

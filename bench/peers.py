@@ -26,7 +26,9 @@ UVICORN_APPS = {
     "cello-async": "bench.apps:cello_async",
 }
 #: Every server, in the order result tables list them.
-ALL = ("raw", "starlette", "flask-sock", "cello-sync", "cello-async", "rust-cello")
+ALL = ("raw", "raw-thread", "starlette", "flask-sock", "cello-sync", "cello-async", "rust-cello")
+#: Servers with a chat room at `/fanout` (`raw-thread` echoes only).
+FANOUT = tuple(name for name in ALL if name != "raw-thread")
 #: Servers whose handlers are plain functions on threads (the `capacity` workload).
 SYNC = ("raw", "cello-sync", "rust-cello")
 

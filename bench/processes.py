@@ -103,9 +103,11 @@ def handshake_completes(port: int, path: str = "/greet") -> bool:
 
 
 @contextlib.contextmanager
-def serve(argv: list[str], port: int, core: int, timeout: float = 30) -> Iterator[int]:
+def serve(
+    argv: list[str], port: int, core: int, timeout: float = 30, env: dict[str, str] | None = None
+) -> Iterator[int]:
     """Run `argv` (a server listening on `port`) pinned to `core`; yield its pid."""
-    proc = subprocess.Popen(["taskset", "-c", str(core), *argv], cwd=ROOT)
+    proc = subprocess.Popen(["taskset", "-c", str(core), *argv], cwd=ROOT, env=env)
     try:
         deadline = time.monotonic() + timeout
         while not handshake_completes(port):

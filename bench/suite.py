@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from echo import echo
 from fanout import fanout
 from idle import idle
 from processes import free_port, serve, settle
-from report import header, publish
+from report import export_source, header, publish
 from tables import render
 from workload import Measurement
 
@@ -60,7 +61,9 @@ WORKLOADS = {
         Workload("echo_50", "msg", lambda port, pid, s: echo(port, pid, 50, s)),
         Workload("connect_1", "conn", lambda port, pid, s: connect(port, pid, 1, s)),
         Workload("connect_20", "conn", lambda port, pid, s: connect(port, pid, 20, s)),
-        Workload("fanout", "delivery", lambda port, pid, s: fanout(port, pid, s)),
+        Workload(
+            "fanout", "delivery", lambda port, pid, s: fanout(port, pid, s), only=peers.FANOUT
+        ),
         Workload(
             "fanout_hub",
             "delivery",
@@ -85,7 +88,7 @@ def run_rounds(servers: list[str], workloads: list[Workload], args: argparse.Nam
             if argv is None:
                 continue
             print(f"round {round_ + 1}: {name}", file=sys.stderr)
-            with serve(argv, port, core=0) as pid:
+            with serve(argv, port, core=0, env=args.env) as pid:
                 for workload in workloads:
                     if workload.only is not None and name not in workload.only:
                         continue
@@ -103,7 +106,7 @@ def run_capacity(servers: list[str], args: argparse.Namespace) -> Results:
         if argv is None:
             continue
         print(f"capacity: {name}", file=sys.stderr)
-        with serve(argv, port, core=0) as pid:
+        with serve(argv, port, core=0, env=args.env) as pid:
             results[(name, CAPACITY.name)] = [uvloop.run(CAPACITY.run(port, pid, 0))]
     return results
 
@@ -123,11 +126,18 @@ def main() -> None:
     )
     parser.add_argument("--servers", default=",".join(peers.ALL))
     parser.add_argument("--workloads", default=",".join([*WORKLOADS, CAPACITY.name]))
-    parser.add_argument("--seconds", type=float, default=2.0, help="measurement window")
+    parser.add_argument("--seconds", type=float, default=1.5, help="measurement window")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds, best kept")
     parser.add_argument("--ws", default=peers.CELLO_WS, help="uvicorn --ws backend")
+    parser.add_argument("--at", help="measure cello as of this commit (default: the work tree)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        args.env = export_source(args.at, Path(tmp)) if args.at else None
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     servers = args.servers.split(",")
     chosen = args.workloads.split(",")
     os.sched_setaffinity(0, {1})
@@ -141,6 +151,7 @@ def main() -> None:
         f"uvicorn `--ws {args.ws}` for every uvicorn server; servers pinned to core 0, the "
         f"picows load generator to core 1; best of {args.rounds} interleaved rounds of "
         f"{args.seconds:g} s; 32-byte text messages; {versions()}.",
+        at=args.at,
     )
     publish(lines + render(servers, workloads, results), args.out)
 
