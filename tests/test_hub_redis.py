@@ -13,6 +13,7 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -111,8 +112,17 @@ def test_uvicorn_workers_share_the_hub(hub_url: str) -> None:
         async def scenario() -> None:
             async with contextlib.AsyncExitStack() as stack:
                 by_pid: dict[int, list[ClientConnection]] = {}
-                # The kernel spreads connections over the workers: open until both have some.
-                for _ in range(40):
+                # Whichever worker is free accepts a connection, and one often wins them
+                # all: open one plainly, and one while a worker's loop is held (on a new
+                # HTTP connection each time), which the other worker must take.
+                for _ in range(10):
+                    async with httpx.AsyncClient(timeout=WAIT) as http:
+                        held = asyncio.create_task(http.get(f"http://127.0.0.1:{port}/hold"))
+                        await asyncio.sleep(0.2)
+                        for _ in range(2):
+                            ws, pid = await stack.enter_async_context(member(port, "shared"))
+                            by_pid.setdefault(pid, []).append(ws)
+                        (await held).raise_for_status()
                     ws, pid = await stack.enter_async_context(member(port, "shared"))
                     by_pid.setdefault(pid, []).append(ws)
                     if len(by_pid) == 2 and min(len(v) for v in by_pid.values()) >= 2:

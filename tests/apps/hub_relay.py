@@ -5,6 +5,7 @@ text it sends is broadcast to the group.
 """
 
 import os
+import time
 
 from cello import App, Request, WebSocket
 
@@ -18,3 +19,11 @@ def member(ws: WebSocket, request: Request) -> None:
     ws.send_json({"pid": os.getpid(), "backend": app.hub.backend})
     for msg in ws:
         app.hub.broadcast(group, msg.text or "")
+
+
+@app.get("/hold")
+async def hold() -> dict[str, int]:
+    """Block this worker's event loop for half a second (a test aid): connections opened
+    meanwhile can only be accepted by the other workers."""
+    time.sleep(0.5)  # noqa: ASYNC251 - blocking the loop is the point
+    return {"pid": os.getpid()}
