@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -72,10 +73,17 @@ def receive(ws: ClientConnection) -> dict[str, Any]:
     return message
 
 
+def past_notices(ws: ClientConnection) -> dict[str, Any]:
+    """The next message that is not a join/leave notice."""
+    while (message := receive(ws))["type"] in ("joined", "left"):
+        pass
+    return message
+
+
 def next_message(ws: ClientConnection) -> dict[str, Any]:
     """The next chat message, past any join/leave notices."""
-    while (message := receive(ws))["type"] != "message":
-        assert message["type"] in ("joined", "left"), message
+    message = past_notices(ws)
+    assert message["type"] == "message", message
     return message
 
 
@@ -84,9 +92,10 @@ def say(ws: ClientConnection, text: str) -> None:
 
 
 def close_code(ws: ClientConnection) -> int:
+    """The close code the server sent, past any join/leave notices still arriving."""
     with pytest.raises(ConnectionClosed) as closed:
-        ws.recv(WAIT)
-    assert closed.value.rcvd is not None
+        past_notices(ws)
+    assert closed.value.rcvd is not None, "closed without a close frame"
     return closed.value.rcvd.code
 
 
@@ -237,32 +246,84 @@ def test_a_reconnecting_page_takes_its_nickname_back(
     bob.close()
 
 
-def test_two_processes_share_a_room_through_redis(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clients: contextlib.ExitStack
-) -> None:
+@pytest.fixture
+def redis_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A fresh redis-server, its URL also set as `CELLO_HUB_URL` for the servers started."""
     if shutil.which("redis-server") is None:
         pytest.skip("the system has no redis-server")
     redis = RedisServer(tmp_path)
     redis.start()
     try:
         monkeypatch.setenv("CELLO_HUB_URL", redis.url)
-        quiet = ("--log-level", "warning")
-        with (
-            subprocess_server("examples.chat_app:app", extra=quiet) as (_, port_a),
-            subprocess_server("examples.chat_app:app", extra=quiet) as (_, port_b),
-        ):
-            alice, _ = join(clients, port_a, "shared", "alice")
-            bob, welcome = join(clients, port_b, "shared", "bob")
-            assert welcome["members"] == ["bob"]  # the welcome knows its own process only
-            assert receive(alice) == {"type": "joined", "nick": "bob"}
-            say(bob, "across processes")
-            assert receive(alice)["text"] == "across processes"
-            # Alice's own notice may reach bob late: pub/sub has no order across publishers.
-            assert next_message(bob)["text"] == "across processes"
-            bob.close()
-            assert receive(alice) == {"type": "left", "nick": "bob"}
+        yield redis.url
     finally:
         redis.stop()
+
+
+def test_two_processes_share_a_room_through_redis(
+    redis_url: str, clients: contextlib.ExitStack
+) -> None:
+    quiet = ("--log-level", "warning")
+    with (
+        subprocess_server("examples.chat_app:app", extra=quiet) as (_, port_a),
+        subprocess_server("examples.chat_app:app", extra=quiet) as (_, port_b),
+    ):
+        alice, _ = join(clients, port_a, "shared", "alice")
+        bob, welcome = join(clients, port_b, "shared", "bob")
+        assert welcome["members"] == ["bob"]  # the welcome knows its own process only
+        assert receive(alice) == {"type": "joined", "nick": "bob"}
+        say(bob, "across processes")
+        assert receive(alice)["text"] == "across processes"
+        # Alice's own notice may reach bob late: pub/sub has no order across publishers.
+        assert next_message(bob)["text"] == "across processes"
+        bob.close()
+        assert receive(alice) == {"type": "left", "nick": "bob"}
+
+
+def test_the_chat_under_gunicorn_with_two_workers(
+    redis_url: str, tmp_path: Path, clients: contextlib.ExitStack
+) -> None:
+    """The deployment page's gunicorn settings: two workers, one room, a clean stop."""
+    pytest.importorskip("gunicorn")
+    pytest.importorskip("uvicorn_worker")
+    sock = bound_socket()
+    port = sock.getsockname()[1]
+    sock.close()
+    cmd = [
+        sys.executable, "-m", "gunicorn", "-c", "examples/gunicorn.conf.py",
+        "--bind", f"127.0.0.1:{port}", "--workers", "2", "examples.chat_app:app",
+    ]  # fmt: skip
+    # gunicorn's control socket goes to XDG_RUNTIME_DIR: keep it out of the home directory.
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)}
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        wait_for_port(port, proc)
+        # Members until one lands in the other worker: its welcome misses the earlier ones.
+        members: list[ClientConnection] = []
+        for i in range(40):
+            ws, welcome = join(clients, port, "gunicorn", f"user{i}")
+            members.append(ws)
+            if len(welcome["members"]) <= i:
+                break
+        else:
+            pytest.fail("40 connections all reached the same gunicorn worker")
+        say(members[0], "one room, two processes")
+        for ws in members:
+            assert next_message(ws)["text"] == "one room, two processes"
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        for ws in members:
+            assert close_code(ws) == 1012  # uvicorn's "service restart"
+        assert proc.wait(30) == 0
+        assert time.monotonic() - started < 15
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
 
 
 # ------------------------------------------------------------------ in the browser
