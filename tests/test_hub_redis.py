@@ -15,9 +15,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection, connect
 
-from cello import App, WebSocket
+from cello import App, Hub, WebSocket
 from redis_server import RedisServer
 from servers import ThreadServer, subprocess_server
 
@@ -222,3 +223,66 @@ def test_redis_restarting_under_load(
     lost = len(sent) - len(remote_got)
     print(f"sent {len(sent)}, relayed {len(remote_got)}, lost during the outage {lost}")
     assert "back after" in caplog.text
+
+
+def test_the_lifespan_starts_and_stops_the_relay_and_no_task_outlives_it(
+    hub_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = App(hub=hub_url)
+    with pytest.raises(RuntimeError, match="not running"):
+        app.hub.broadcast("g", "before startup")
+
+    async def lifespan() -> set[str]:
+        await app.startup()
+        assert app.hub.running
+        app.hub.broadcast("g", "while running")
+        await app.shutdown()
+        return {t.get_name() for t in asyncio.all_tasks()} - {"main"}
+
+    with caplog.at_level(logging.WARNING, logger="cello.hub"):
+        left = asyncio.run(lifespan())
+        app.hub.broadcast("g", "after shutdown")  # a straggling thread: logged, not raised
+    assert not any(name.startswith("cello-hub") for name in left), left
+    assert not app.hub.running
+    assert not app.hub.connected
+    assert "after shutdown are not relayed" in caplog.text
+
+
+def test_an_unreachable_redis_at_startup_is_logged_and_retried(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    redis = RedisServer(tmp_path)  # not started yet
+    app = App(hub=Hub(redis.url, connect_timeout=0.5))
+
+    async def scenario() -> bytes:
+        await app.startup()  # does not fail, nor wait past its timeout
+        assert "could not subscribe" in caplog.text
+        assert not app.hub.connected
+        redis.start()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WAIT
+        while not app.hub.connected:
+            assert loop.time() < deadline, "the relay did not reconnect"
+            await asyncio.sleep(0.05)
+        watcher = aioredis.Redis.from_url(redis.url)
+        pubsub = watcher.pubsub()
+        await pubsub.psubscribe("cello:hub:*")
+        try:
+            await pubsub.get_message(timeout=WAIT)  # the subscription's confirmation
+            app.hub.broadcast("g", "hello")  # and the publisher reconnects on its own
+            message = await pubsub.get_message(timeout=WAIT)
+            assert message is not None
+            data: bytes = message["data"]
+            return data
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await watcher.aclose()
+            await app.shutdown()
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="cello.hub"):
+            data = asyncio.run(scenario())
+    finally:
+        redis.stop()
+    assert data.endswith(b"thello")
+    assert "subscribed again" in caplog.text

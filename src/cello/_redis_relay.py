@@ -96,10 +96,18 @@ class RedisRelay:
         self._subscribed: asyncio.Event | None = None
         #: Broadcasts this process could not relay (dropped in an outage), since start.
         self.dropped = 0
+        #: Of those, the ones broadcast after `stop`.
+        self.dropped_after_stop = 0
+        self._stopped = False
 
     @property
     def running(self) -> bool:
         return self._mailbox is not None
+
+    @property
+    def subscribed(self) -> bool:
+        """Whether this process currently receives the other processes' broadcasts."""
+        return self._subscribed is not None and self._subscribed.is_set()
 
     def _client(self) -> aioredis.Redis:
         # No retries inside redis-py: this module reconnects, and logs the outage.
@@ -117,6 +125,8 @@ class RedisRelay:
         """
         if self._mailbox is not None:
             return
+        self._stopped = False
+        self.dropped_after_stop = 0
         self._mailbox = Mailbox(asyncio.get_running_loop())
         self._subscribed = asyncio.Event()
         self._tasks = [
@@ -137,6 +147,7 @@ class RedisRelay:
         mailbox, self._mailbox = self._mailbox, None
         if mailbox is None:
             return
+        self._stopped = True
         publisher, subscriber = self._tasks
         self._tasks = []
         mailbox.put(_STOP)
@@ -145,6 +156,8 @@ class RedisRelay:
         for task in (publisher, subscriber):
             task.cancel()
         await asyncio.gather(publisher, subscriber, return_exceptions=True)
+        if self._subscribed is not None:
+            self._subscribed.clear()
 
     # ----------------------------------------------------------------- publishing
 
@@ -152,6 +165,13 @@ class RedisRelay:
         """Relay a broadcast to the other processes, from any thread; never blocks."""
         mailbox = self._mailbox
         if mailbox is None:
+            if self._stopped:
+                # A thread of the app still broadcasting while it shuts down.
+                self.dropped += 1
+                if self.dropped_after_stop == 0:
+                    logger.warning("Hub: broadcasts after shutdown are not relayed")
+                self.dropped_after_stop += 1
+                return
             raise RuntimeError(
                 "the Redis hub is not running: the app's lifespan starts it "
                 "(a mounted app: call `await app.startup()` from the outer app's lifespan)"

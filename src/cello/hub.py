@@ -80,6 +80,9 @@ class Hub:
         max_queue: Messages a member may have waiting before it is disconnected with 1008.
         channel_prefix: Prefix of the Redis pub/sub channels (one per group), so several
             apps can share one Redis.
+        connect_timeout: How long startup waits for the Redis subscription. An
+            unreachable Redis does not stop the app: that is logged, and the hub keeps
+            trying in the background.
     """
 
     def __init__(
@@ -88,11 +91,13 @@ class Hub:
         *,
         max_queue: int = DEFAULT_MAX_QUEUE,
         channel_prefix: str = "cello:hub:",
+        connect_timeout: float = 5.0,
     ) -> None:
         if max_queue < 1:
             raise ValueError("max_queue must be at least 1")
         self.url = url
         self.max_queue = max_queue
+        self.connect_timeout = connect_timeout
         self._lock = threading.Lock()
         #: group -> its members, replaced (never mutated) on join/leave so a broadcast can
         #: read a group without the lock.
@@ -234,12 +239,18 @@ class Hub:
     async def start(self) -> None:
         """Connect the relay, if any (the app's lifespan does this)."""
         if self._relay is not None:
-            await self._relay.start()
+            await self._relay.start(self.connect_timeout)
 
     async def stop(self) -> None:
         """Stop the relay: send what is pending, end its tasks, close its connections."""
         if self._relay is not None:
             await self._relay.stop()
+
+    @property
+    def connected(self) -> bool:
+        """Whether broadcasts from other processes reach this one now (the Redis
+        subscription is up); always true for the in-memory hub. Fit for a health check."""
+        return self._relay is None or self._relay.subscribed
 
     @property
     def running(self) -> bool:
