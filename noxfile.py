@@ -35,7 +35,7 @@ def types(session: nox.Session) -> None:
 @nox.session(python=PYTHON[0])
 def docs(session: nox.Session) -> None:
     """Build the documentation site, failing on any warning."""
-    session.install("-e", ".", "mkdocs>=1.6", "mkdocs-material>=9.5")
+    session.install("-e", ".", "mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26")
     session.run("mkdocs", "build", "--strict", "-d", "site")
 
 
