@@ -398,6 +398,14 @@ def test_two_tabs_chat_and_reconnect_after_a_restart(browser: Any) -> None:
             wait_for_line(bob, ".log .message .text", "<b>markup stays text</b>")
             assert bob.locator(".log b").count() == 0
 
+            # A third tab asking for a taken nickname is asked again, with the reason.
+            impostor = context.new_page()
+            impostor.goto(f"http://127.0.0.1:{port}/rooms/lobby?nick=alice")
+            impostor.wait_for_selector("#join:not([hidden])", timeout=20_000)
+            assert impostor.inner_text("#join-error") == "alice is already in lobby"
+            assert impostor.get_attribute("body", "data-state") == "offline"
+            impostor.close()
+
         # The server is gone: both tabs notice and keep trying.
         for page in (alice, bob):
             page.wait_for_selector("body[data-state=reconnecting]", timeout=20_000)
