@@ -41,6 +41,6 @@ def docs(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON[0])
 def bench(session: nox.Session) -> None:
-    """Echo benchmark: cello against a raw ASGI app on the same uvicorn (a few minutes)."""
+    """The benchmark suite: cello, a raw ASGI app and the peers, every workload (~6 min)."""
     session.install("-e", ".[bench]")
-    session.run("python", "bench/echo.py", "--out", "bench/results/echo.md", *session.posargs)
+    session.run("python", "bench/suite.py", "--out", "bench/results/suite.md", *session.posargs)

@@ -42,11 +42,13 @@ def uvicorn(target: str, port: int, ws: str) -> list[str]:
 
 def flask_sock(port: int) -> list[str]:
     # 2,000 connections per worker: gunicorn's default of 1,000 would leave no room
-    # beside 1,000 idle WebSockets; the 1,000 threads are the configuration.
+    # beside 1,000 idle WebSockets; the 1,000 threads are the configuration. The
+    # worker's heartbeat timeout is raised from 30 s: with 2,000 threads contending for
+    # the GIL after the idle workload, the worker can miss it and be killed mid-run.
     return [
         sys.executable, "-m", "gunicorn", "bench.flask_app:app", "--bind", f"127.0.0.1:{port}",
         "--workers", "1", "-k", "gthread", "--threads", "1000", "--worker-connections", "2000",
-        "--graceful-timeout", "5", "--log-level", "warning",
+        "--graceful-timeout", "5", "--timeout", "120", "--log-level", "warning",
     ]  # fmt: skip
 
 

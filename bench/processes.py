@@ -36,14 +36,37 @@ def process_tree(pid: int) -> list[int]:
     return pids
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process tree, all threads included."""
-    total = 0
+def cpu_times(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of a process tree, all threads included."""
+    user = system = 0
     for member in process_tree(pid):
         with contextlib.suppress(OSError):
             fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-    return total / CLOCK_TICKS
+            user += int(fields[11])
+            system += int(fields[12])
+    return user / CLOCK_TICKS, system / CLOCK_TICKS
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process tree, all threads included."""
+    return sum(cpu_times(pid))
+
+
+def context_switches(pid: int) -> int:
+    """Context switches so far of every live thread of a process tree.
+
+    Each time a thread blocks (waits for a socket, a lock, a queue) and is woken counts
+    one: the price of handing work between threads shows up here.
+    """
+    total = 0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{member}/task").iterdir():
+                with contextlib.suppress(OSError):
+                    for line in (task / "status").read_text().splitlines():
+                        if "ctxt_switches:" in line:
+                            total += int(line.split()[1])
+    return total
 
 
 def core_busy_seconds(core: int) -> float:

@@ -47,7 +47,8 @@ def package(module: str) -> str:
     return "builtins"
 
 
-def summarize(path: Path) -> list[str]:
+def summarize(path: Path, ops: float) -> list[str]:
+    """The profile's tables; `ops`: operations completed in the profiled window."""
     by_package: Counter[str] = Counter()
     by_function: Counter[str] = Counter()
     in_cello: Counter[str] = Counter()
@@ -60,16 +61,19 @@ def summarize(path: Path) -> list[str]:
             in_cello[f"{name} ({Path(module).name})"] += float(ttot)
     total = sum(by_package.values()) or 1.0
 
-    def table(counter: Counter[str], top: int) -> list[str]:
-        return [f"| `{name}` | {t / total:.1%} |" for name, t in counter.most_common(top)]
+    def table(title: str, what: str, counter: Counter[str], top: int) -> list[str]:
+        lines = ["", f"## {title}", "", f"| {what} | share | µs/op |", "|---|---:|---:|"]
+        for name, t in counter.most_common(top):
+            lines.append(f"| `{name}` | {t / total:.1%} | {t / ops * 1e6:.2f} |")
+        return lines
 
-    lines = [f"{total:.2f} s of profiled CPU time, all threads.", ""]
-    lines += ["## Self time by package", "", "| package | share |", "|---|---:|"]
-    lines += table(by_package, 12)
-    lines += ["", "## Self time by function", "", "| function | share |", "|---|---:|"]
-    lines += table(by_function, 30)
-    lines += ["", "## cello functions, including what they call", "", "| function | share |"]
-    lines += ["|---|---:|", *table(in_cello, 25)]
+    lines = [
+        f"{total:.2f} s of profiled CPU time on all threads, {ops:,.0f} operations: "
+        f"{total / ops * 1e6:.1f} µs per operation under the profiler."
+    ]
+    lines += table("Self time by package", "package", by_package, 12)
+    lines += table("Self time by function", "function", by_function, 30)
+    lines += table("cello functions, including what they call", "function", in_cello, 25)
     return lines
 
 
@@ -108,7 +112,7 @@ def main() -> None:
             "server CPU each under the profiler.",
             at=args.at,
         )
-        publish(lines + summarize(stats), args.out)
+        publish(lines + summarize(stats, measured.rate * args.seconds), args.out)
 
 
 async def workload_run(args: argparse.Namespace, port: int, pid: int) -> Measurement:

@@ -79,6 +79,11 @@ THREADS = {"round": 1_100, "capacity": 10_100}
 Results = dict[tuple[str, str], list[Measurement]]
 
 
+def environment(name: str, args: argparse.Namespace) -> dict[str, str] | None:
+    """`--at`'s environment for the servers that import this cello, never the Rust Cello's."""
+    return args.env if name in peers.UVICORN_APPS else None
+
+
 def run_rounds(servers: list[str], workloads: list[Workload], args: argparse.Namespace) -> Results:
     results: Results = {}
     for round_ in range(args.rounds):
@@ -88,7 +93,7 @@ def run_rounds(servers: list[str], workloads: list[Workload], args: argparse.Nam
             if argv is None:
                 continue
             print(f"round {round_ + 1}: {name}", file=sys.stderr)
-            with serve(argv, port, core=0, env=args.env) as pid:
+            with serve(argv, port, core=0, env=environment(name, args)) as pid:
                 for workload in workloads:
                     if workload.only is not None and name not in workload.only:
                         continue
@@ -106,7 +111,7 @@ def run_capacity(servers: list[str], args: argparse.Namespace) -> Results:
         if argv is None:
             continue
         print(f"capacity: {name}", file=sys.stderr)
-        with serve(argv, port, core=0, env=args.env) as pid:
+        with serve(argv, port, core=0, env=environment(name, args)) as pid:
             results[(name, CAPACITY.name)] = [uvloop.run(CAPACITY.run(port, pid, 0))]
     return results
 

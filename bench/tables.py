@@ -3,7 +3,9 @@
 Every ratio divides a server's figure by `raw`'s from the same run. Within a workload the
 best of the rounds is shown; `spread` is how much worse the worst round was than the
 best, and `others on core 0` how much of the server's core other processes of the
-machine took in that window: both measure the noise in the figure.
+machine took in that window: both measure the noise in the figure. `kernel` is the share
+of the server's CPU spent in the kernel, and `switches` its threads' context switches
+per operation: where handing work between threads costs, these show it.
 """
 
 from __future__ import annotations
@@ -47,9 +49,9 @@ def ratios(servers: list[str], workloads: list[Workload], results: Results) -> d
 def timed_table(w: Workload, servers: list[str], results: Results) -> list[str]:
     base = best(w, results["raw", w.name]).cpu_us if ("raw", w.name) in results else None
     lines = [
-        f"| server | {w.unit}/s | p50 µs | p99 µs | server CPU µs/{w.unit} | vs raw "
-        "| spread | others on core 0 | client CPU |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        f"| server | {w.unit}/s | p50 µs | p99 µs | server CPU µs/{w.unit} | vs raw | kernel "
+        f"| switches/{w.unit} | spread | others on core 0 | client CPU |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for name in servers:
         runs = results.get((name, w.name))
@@ -59,7 +61,8 @@ def timed_table(w: Workload, servers: list[str], results: Results) -> list[str]:
         ratio = f"{m.cpu_us / base:.2f}" if base else "-"
         lines.append(
             f"| {name} | {m.rate:,.0f} | {m.percentile_us(0.5):,.0f} "
-            f"| {m.percentile_us(0.99):,.0f} | {m.cpu_us:.1f} | {ratio} | {spread(w, runs)} "
+            f"| {m.percentile_us(0.99):,.0f} | {m.cpu_us:.1f} | {ratio} "
+            f"| {m.facts['kernel_share']:.0%} | {m.switches_per_op:.2f} | {spread(w, runs)} "
             f"| {m.others:.0%} | {client(m)} |"
         )
     return lines

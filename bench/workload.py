@@ -12,7 +12,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-from processes import core_busy_seconds, cpu_seconds
+from processes import context_switches, core_busy_seconds, cpu_times
 
 PAYLOAD = b"x" * 32
 #: The core the servers run on.
@@ -50,6 +50,11 @@ class Measurement:
         """Server CPU per operation, in microseconds."""
         return self.server_cpu / self.ops * 1e6 if self.ops else float("inf")
 
+    @property
+    def switches_per_op(self) -> float:
+        """The server's context switches per operation (see `processes.context_switches`)."""
+        return self.facts["switches"] / self.ops if self.ops else float("inf")
+
     def percentile_us(self, q: float) -> float:
         ordered = sorted(self.latencies)
         if not ordered:
@@ -74,16 +79,21 @@ class Window:
         self.pid = pid
         self.start = self.sample()
 
-    def sample(self) -> tuple[float, float, float, float]:
+    def sample(self) -> tuple[float, float, float, float, float, float]:
+        user, system = cpu_times(self.pid)
         return (
-            cpu_seconds(self.pid),
+            user,
+            system,
+            context_switches(self.pid),
             time.process_time(),
             core_busy_seconds(SERVER_CORE),
             time.perf_counter(),
         )
 
     def close(self, ops: int, latencies: list[float], **facts: float) -> Measurement:
-        server, own, core, wall = (b - a for a, b in zip(self.start, self.sample(), strict=True))
+        deltas = (b - a for a, b in zip(self.start, self.sample(), strict=True))
+        user, system, switches, own, core, wall = deltas
+        server = user + system
         return Measurement(
             ops=ops,
             seconds=wall,
@@ -91,5 +101,6 @@ class Window:
             client_cpu=own / wall,
             latencies=latencies,
             others=max(0.0, core - server) / wall,
-            facts=facts,
+            facts={"kernel_share": system / server if server else 0.0, "switches": switches}
+            | facts,
         )
