@@ -32,7 +32,10 @@ class PathPattern:
             raise ValueError(f"Route path must start with '/': {path!r}")
         self.path = path
         regex, _format, convertors = compile_path(path)
-        self._regex: re.Pattern[str] = regex
+        # Matched whole (`fullmatch`): Starlette's `^...$` with `match` also accepts a path
+        # ending in a newline ("/items/42%0A" as id 42). DOTALL lets `{rest:path}` take any
+        # rest, newlines included, where Starlette's `.*` would stop at one.
+        self._regex: re.Pattern[str] = re.compile(regex.pattern, re.DOTALL)
         self._convertors: dict[str, Convertor[Any]] = convertors
 
     @property
@@ -42,7 +45,7 @@ class PathPattern:
 
     def match(self, path: str) -> dict[str, Any] | None:
         """The converted path parameters if `path` matches, else `None`."""
-        found = self._regex.match(path)
+        found = self._regex.fullmatch(path)
         if found is None:
             return None
         return {
