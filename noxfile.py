@@ -1,4 +1,4 @@
-"""Developer sessions: `nox -s tests lint types docs bench`."""
+"""Developer sessions: `nox -s tests lint types docs bench conformance stress`."""
 
 from __future__ import annotations
 
@@ -44,3 +44,23 @@ def bench(session: nox.Session) -> None:
     """The benchmark suite: cello, a raw ASGI app and the peers, every workload (~6 min)."""
     session.install("-e", ".[bench]")
     session.run("python", "bench/suite.py", "--out", "bench/results/suite.md", *session.posargs)
+
+
+@nox.session(python=PYTHON[0])
+def conformance(session: nox.Session) -> None:
+    """Autobahn|Testsuite fuzzingclient against app.run, each uvicorn backend (~2 min)."""
+    session.install("-e", ".[test]")
+    session.run(
+        "python", "-m", "pytest", "tests/test_conformance.py", "-s", *session.posargs,
+        env={"CELLO_CONFORMANCE": "1"},
+    )  # fmt: skip
+
+
+@nox.session(python=PYTHON[0])
+def stress(session: nox.Session) -> None:
+    """Churn, shutdown and soak at full size: 10,000 cycles, 500 sockets, 100 x 1,000 (~3 min)."""
+    session.install("-e", ".[test]")
+    session.run(
+        "python", "-m", "pytest", "tests/test_soak.py", "-s", *session.posargs,
+        env={"CELLO_STRESS": "1"},
+    )  # fmt: skip
