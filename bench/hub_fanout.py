@@ -159,12 +159,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--configs", default=",".join(CONFIGS), help="a subset, memory first")
     args = parser.parse_args()
+    configs = args.configs.split(",")
     os.sched_setaffinity(0, {int(REDIS_CORE)})
 
     best: dict[str, dict[str, float]] = {}
     for _ in range(args.rounds):  # interleaved rounds; keep each config's best window
-        for config in CONFIGS:
+        for config in configs:
             result = measure(config, args.seconds)
             if config not in best or result["rate"] > best[config]["rate"]:
                 best[config] = result
@@ -187,12 +189,13 @@ def main() -> None:
             f"| {r['redis_us']:.2f} | {r['p50_us']:,.0f} | {r['p99_us']:,.0f} "
             f"| {r['client_cpu']:.0%}{warn} |"
         )
-    ratio = best["redis-2"]["rate"] / base
-    lines += [
-        "",
-        f"Target: redis-2 deliveries/s >= 0.5x memory: {ratio:.2f}x, "
-        + ("met." if ratio >= 0.5 else "missed."),
-    ]
+    if "redis-2" in best:
+        ratio = best["redis-2"]["rate"] / base
+        lines += [
+            "",
+            f"Target: redis-2 deliveries/s >= 0.5x memory: {ratio:.2f}x, "
+            + ("met." if ratio >= 0.5 else "missed."),
+        ]
     publish(lines, args.out)
 
 

@@ -10,7 +10,8 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
+import signal
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -18,7 +19,7 @@ import pytest
 import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection, connect
 
-from cello import App, Hub, WebSocket
+from cello import App, Hub, WebSocket, _redis_relay
 from redis_server import RedisServer
 from servers import ThreadServer, subprocess_server
 
@@ -285,4 +286,39 @@ def test_an_unreachable_redis_at_startup_is_logged_and_retried(
     finally:
         redis.stop()
     assert data.endswith(b"thello")
+    assert "subscribed again" in caplog.text
+
+
+def test_a_redis_that_stops_answering_is_noticed_and_left(
+    redis: RedisServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Redis that hangs (here: stopped with SIGSTOP) sends no error: the subscription's
+    ping goes unanswered, the relay reconnects, and it subscribes again once Redis wakes."""
+    monkeypatch.setattr(_redis_relay, "IDLE_PING", 0.2)
+    app = App(hub=redis.url)
+
+    async def until(condition: Callable[[], bool]) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WAIT
+        while not condition():
+            assert loop.time() < deadline, "timed out"
+            await asyncio.sleep(0.02)
+
+    async def scenario() -> None:
+        await app.startup()
+        try:
+            assert app.hub.connected
+            assert redis.proc is not None
+            redis.proc.send_signal(signal.SIGSTOP)
+            try:
+                await until(lambda: not app.hub.connected)
+            finally:
+                redis.proc.send_signal(signal.SIGCONT)
+            await until(lambda: app.hub.connected)
+        finally:
+            await app.shutdown()
+
+    with caplog.at_level(logging.WARNING, logger="cello.hub"):
+        asyncio.run(scenario())
+    assert "no answer from Redis to a ping" in caplog.text
     assert "subscribed again" in caplog.text

@@ -7,7 +7,7 @@ every member exactly once while Redis is up, and in the order one publisher sent
 publishing goes through one task in order, and Redis keeps a connection's order.
 
 Outages: nothing is raised into handlers. The publisher keeps up to `max_pending`
-broadcasts while Redis is unreachable and sends them after it reconnects (older ones are
+broadcasts while Redis is slow or unreachable and sends them after it reconnects (older ones are
 dropped past that); a batch that failed mid-send is dropped, never resent, so nothing is
 delivered twice. The subscriber reconnects with backoff and subscribes again. What other
 processes published while this one was disconnected is lost to it: pub/sub keeps nothing.
@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable
@@ -41,6 +42,8 @@ FIRST_RETRY: Final = 0.05
 LAST_RETRY: Final = 2.0
 #: A subscription idle this long is pinged; one that stays silent as long again is dead.
 IDLE_PING: Final = 5.0
+#: At most one "dropped" warning per this many seconds (a long outage would flood the log).
+DROP_WARNING_INTERVAL: Final = 10.0
 
 _STOP = object()  # the mailbox item that tells the publisher to finish
 
@@ -71,7 +74,8 @@ class RedisRelay:
         prefix: Prefix of the pub/sub channel names.
         deliver: Called on the event loop with `(group, event)` for each message from
             another process.
-        max_pending: Broadcasts kept while Redis is unreachable.
+        max_pending: Broadcasts kept while Redis is slow or unreachable; past it the
+            oldest are dropped, counted and logged.
     """
 
     def __init__(
@@ -80,7 +84,7 @@ class RedisRelay:
         prefix: str,
         deliver: Callable[[str, Message], None],
         *,
-        max_pending: int = 10_000,
+        max_pending: int = 100_000,
     ) -> None:
         if aioredis is None:
             raise ImportError("the Redis hub needs redis-py: pip install 'cello[redis]'")
@@ -99,6 +103,7 @@ class RedisRelay:
         #: Of those, the ones broadcast after `stop`.
         self.dropped_after_stop = 0
         self._stopped = False
+        self._last_drop_warning = -DROP_WARNING_INTERVAL
 
     @property
     def running(self) -> bool:
@@ -129,6 +134,8 @@ class RedisRelay:
         self.dropped_after_stop = 0
         self._mailbox = Mailbox(asyncio.get_running_loop())
         self._subscribed = asyncio.Event()
+        self._failed_since: float | None = None
+        self._retry_delay = FIRST_RETRY
         self._tasks = [
             asyncio.create_task(self._publish_forever(self._mailbox), name="cello-hub-publish"),
             asyncio.create_task(self._subscribe_forever(), name="cello-hub-subscribe"),
@@ -229,6 +236,16 @@ class RedisRelay:
             for _ in range(excess):
                 pending.popleft()
             self.dropped += excess
+            now = time.monotonic()
+            if now - self._last_drop_warning >= DROP_WARNING_INTERVAL:
+                self._last_drop_warning = now
+                logger.warning(
+                    "Hub: more than %d broadcasts waiting for Redis at %s; the oldest are "
+                    "dropped (%d so far)",
+                    self.max_pending,
+                    redacted(self.url),
+                    self.dropped,
+                )
         return stop
 
     async def _reconnect_publisher(
@@ -270,45 +287,31 @@ class RedisRelay:
     # ----------------------------------------------------------------- subscribing
 
     async def _subscribe_forever(self) -> None:
+        """Subscribe, deliver, and on any failure reconnect with backoff, forever."""
         assert self._subscribed is not None
-        subscribed = self._subscribed
-        pattern = self.prefix + b"*"
-        delay = FIRST_RETRY
-        failed_since: float | None = None
         loop = asyncio.get_running_loop()
         while True:
             client = self._client()
             pubsub = client.pubsub()
             try:
-                await pubsub.psubscribe(pattern)
-                pinged = False
-                while True:
-                    message = await pubsub.get_message(timeout=IDLE_PING)
-                    if message is None:
-                        if pinged:
-                            raise ConnectionError("no answer from Redis to a ping")
-                        await pubsub.ping()
-                        pinged = True
-                        continue
-                    pinged = False
-                    kind = message["type"]
-                    if kind == "pmessage":
-                        self._received(message["channel"], message["data"])
-                    elif kind == "psubscribe":
-                        subscribed.set()
-                        delay = FIRST_RETRY
-                        if failed_since is not None:
-                            logger.warning(
-                                "Hub: subscribed again on %s after %.1f s; broadcasts from "
-                                "other processes meanwhile were missed",
-                                redacted(self.url),
-                                loop.time() - failed_since,
-                            )
-                            failed_since = None
+                await pubsub.psubscribe(self.prefix + b"*")
+                heard = [loop.time()]
+                reader = asyncio.create_task(self._read(pubsub, heard))
+                watchdog = asyncio.create_task(self._watch(pubsub, heard))
+                try:
+                    await asyncio.wait((reader, watchdog), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for task in (reader, watchdog):
+                        task.cancel()
+                    await asyncio.gather(reader, watchdog, return_exceptions=True)
+                for task in (reader, watchdog):
+                    error = None if task.cancelled() else task.exception()
+                    if error is not None:
+                        raise error
             except (RedisError, OSError) as exc:
-                subscribed.clear()
-                if failed_since is None:
-                    failed_since = loop.time()
+                self._subscribed.clear()
+                if self._failed_since is None:
+                    self._failed_since = loop.time()
                     logger.warning(
                         "Hub: lost the subscription on %s (%s); reconnecting",
                         redacted(self.url),
@@ -319,8 +322,48 @@ class RedisRelay:
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
                 with contextlib.suppress(RedisError, OSError):
                     await client.aclose()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, LAST_RETRY)
+            await asyncio.sleep(self._retry_delay)
+            self._retry_delay = min(self._retry_delay * 2, LAST_RETRY)
+
+    def _on_subscribed(self) -> None:
+        assert self._subscribed is not None
+        self._subscribed.set()
+        self._retry_delay = FIRST_RETRY
+        if self._failed_since is not None:
+            logger.warning(
+                "Hub: subscribed again on %s after %.1f s; broadcasts from other processes "
+                "meanwhile were missed",
+                redacted(self.url),
+                asyncio.get_running_loop().time() - self._failed_since,
+            )
+            self._failed_since = None
+
+    async def _read(self, pubsub: Any, heard: list[float]) -> None:
+        """Deliver messages as they come: a blocking read, no timer per message."""
+        loop = asyncio.get_running_loop()
+        received = self._received
+        while True:
+            message = await pubsub.get_message(timeout=None)
+            heard[0] = loop.time()
+            if message is None:
+                continue
+            kind = message["type"]
+            if kind == "pmessage":
+                received(message["channel"], message["data"])
+            elif kind == "psubscribe":
+                self._on_subscribed()
+
+    async def _watch(self, pubsub: Any, heard: list[float]) -> None:
+        """Ping a quiet subscription; return (ending it) if Redis stays silent after a ping."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(IDLE_PING)
+            if loop.time() - heard[0] < IDLE_PING:
+                continue
+            await pubsub.ping()
+            await asyncio.sleep(IDLE_PING)
+            if loop.time() - heard[0] >= 2 * IDLE_PING:
+                raise ConnectionError("no answer from Redis to a ping")
 
     def _received(self, channel: bytes, data: bytes) -> None:
         origin = self.origin

@@ -83,6 +83,8 @@ class Hub:
         connect_timeout: How long startup waits for the Redis subscription. An
             unreachable Redis does not stop the app: that is logged, and the hub keeps
             trying in the background.
+        max_pending: Broadcasts held for the other processes while Redis is slow or
+            unreachable; past it the oldest are dropped, counted and logged.
     """
 
     def __init__(
@@ -92,6 +94,7 @@ class Hub:
         max_queue: int = DEFAULT_MAX_QUEUE,
         channel_prefix: str = "cello:hub:",
         connect_timeout: float = 5.0,
+        max_pending: int = 100_000,
     ) -> None:
         if max_queue < 1:
             raise ValueError("max_queue must be at least 1")
@@ -107,7 +110,9 @@ class Hub:
         if url is not None:
             from ._redis_relay import RedisRelay
 
-            self._relay = RedisRelay(url, channel_prefix, self._deliver_relayed)
+            self._relay = RedisRelay(
+                url, channel_prefix, self._deliver_relayed, max_pending=max_pending
+            )
 
     @classmethod
     def from_setting(cls, hub: str | Hub | None) -> Hub:
