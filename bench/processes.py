@@ -52,21 +52,31 @@ def cpu_seconds(pid: int) -> float:
     return sum(cpu_times(pid))
 
 
-def context_switches(pid: int) -> int:
-    """Context switches so far of every live thread of a process tree.
+def context_switches(pid: int) -> dict[int, int]:
+    """Context switches so far of each live thread (by thread id) of a process tree.
 
     Each time a thread blocks (waits for a socket, a lock, a queue) and is woken counts
-    one: the price of handing work between threads shows up here.
+    one: the price of handing work between threads shows up here. Per thread, so that a
+    window can count the threads that start or end within it (see `switches_between`).
     """
-    total = 0
+    counts: dict[int, int] = {}
     for member in process_tree(pid):
         with contextlib.suppress(OSError):
             for task in Path(f"/proc/{member}/task").iterdir():
                 with contextlib.suppress(OSError):
-                    for line in (task / "status").read_text().splitlines():
-                        if "ctxt_switches:" in line:
-                            total += int(line.split()[1])
-    return total
+                    lines = (task / "status").read_text().splitlines()
+                    counts[int(task.name)] = sum(
+                        int(line.split()[1]) for line in lines if "ctxt_switches:" in line
+                    )
+    return counts
+
+
+def switches_between(before: dict[int, int], after: dict[int, int]) -> int:
+    """Switches between two samples: threads alive at the end, less what they had before.
+
+    A thread that ended between the samples is not counted, so this is a lower bound.
+    """
+    return sum(count - before.get(tid, 0) for tid, count in after.items())
 
 
 def core_busy_seconds(core: int) -> float:

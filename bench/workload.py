@@ -12,7 +12,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-from processes import context_switches, core_busy_seconds, cpu_times
+from processes import context_switches, core_busy_seconds, cpu_times, switches_between
 
 PAYLOAD = b"x" * 32
 #: The core the servers run on.
@@ -77,14 +77,14 @@ class Window:
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
+        self.switches = context_switches(pid)
         self.start = self.sample()
 
-    def sample(self) -> tuple[float, float, float, float, float, float]:
+    def sample(self) -> tuple[float, float, float, float, float]:
         user, system = cpu_times(self.pid)
         return (
             user,
             system,
-            context_switches(self.pid),
             time.process_time(),
             core_busy_seconds(SERVER_CORE),
             time.perf_counter(),
@@ -92,7 +92,8 @@ class Window:
 
     def close(self, ops: int, latencies: list[float], **facts: float) -> Measurement:
         deltas = (b - a for a, b in zip(self.start, self.sample(), strict=True))
-        user, system, switches, own, core, wall = deltas
+        user, system, own, core, wall = deltas
+        switches = switches_between(self.switches, context_switches(self.pid))
         server = user + system
         return Measurement(
             ops=ops,
