@@ -27,7 +27,7 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peers
-from processes import free_port, serve, settle
+from processes import exit_on_sigterm, free_port, serve, settle
 from report import export_source, header, publish
 from suite import WORKLOADS
 from workload import Measurement
@@ -88,6 +88,7 @@ def main() -> None:
     parser.add_argument("--at", help="profile cello as of this commit (default: the work tree)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    exit_on_sigterm()
     os.sched_setaffinity(0, {1})
     with tempfile.TemporaryDirectory() as tmp:
         env = export_source(args.at, Path(tmp)) if args.at else None

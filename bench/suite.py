@@ -30,7 +30,7 @@ from connect import connect
 from echo import echo
 from fanout import fanout
 from idle import idle
-from processes import free_port, serve, settle
+from processes import exit_on_sigterm, free_port, serve, settle
 from report import export_source, header, publish
 from tables import render
 from workload import Measurement
@@ -137,6 +137,7 @@ def main() -> None:
     parser.add_argument("--at", help="measure cello as of this commit (default: the work tree)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    exit_on_sigterm()
     with tempfile.TemporaryDirectory() as tmp:
         args.env = export_source(args.at, Path(tmp)) if args.at else None
         run(args)

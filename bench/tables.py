@@ -1,11 +1,13 @@
 """The suite's Markdown: one table per workload, a summary of ratios, the targets.
 
-Every ratio divides a server's figure by `raw`'s from the same run. Within a workload the
-best of the rounds is shown; `spread` is how much worse the worst round was than the
-best, and `others on core 0` how much of the server's core other processes of the
-machine took in that window: both measure the noise in the figure. `kernel` is the share
-of the server's CPU spent in the kernel, and `switches` its threads' context switches
-per operation: where handing work between threads costs, these show it.
+Every ratio divides a server's figure by `raw`'s from the same run (throughput and latency
+show theirs in parentheses; CPU per operation, the figure that matters, has a column of
+its own). Within a workload the best of the rounds is shown; `spread` is how much worse
+the worst round was than the best, and `others on core 0` how much of the server's core
+other processes of the machine took in that window: both measure the noise in the figure.
+`kernel` is the share of the server's CPU spent in the kernel, and `switches` its
+threads' context switches per operation: where handing work between threads costs, these
+show it.
 """
 
 from __future__ import annotations
@@ -46,11 +48,18 @@ def ratios(servers: list[str], workloads: list[Workload], results: Results) -> d
     return out
 
 
+def with_ratio(value: float, base: float | None, digits: int = 0) -> str:
+    """`value`, and in parentheses its ratio to raw's `base` when there is one."""
+    shown = f"{value:,.{digits}f}"
+    return f"{shown} ({value / base:.2f})" if base else shown
+
+
 def timed_table(w: Workload, servers: list[str], results: Results) -> list[str]:
-    base = best(w, results["raw", w.name]).cpu_us if ("raw", w.name) in results else None
+    raw = best(w, results["raw", w.name]) if ("raw", w.name) in results else None
     lines = [
-        f"| server | {w.unit}/s | p50 µs | p99 µs | server CPU µs/{w.unit} | vs raw | kernel "
-        f"| switches/{w.unit} | spread | others on core 0 | client CPU |",
+        f"| server | {w.unit}/s (vs raw) | p50 µs (vs raw) | p99 µs (vs raw) "
+        f"| server CPU µs/{w.unit} | vs raw | kernel | switches/{w.unit} | spread "
+        "| others on core 0 | client CPU |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for name in servers:
@@ -58,10 +67,12 @@ def timed_table(w: Workload, servers: list[str], results: Results) -> list[str]:
         if not runs:
             continue
         m = best(w, runs)
-        ratio = f"{m.cpu_us / base:.2f}" if base else "-"
+        rate = with_ratio(m.rate, raw.rate if raw else None)
+        p50 = with_ratio(m.percentile_us(0.5), raw.percentile_us(0.5) if raw else None)
+        p99 = with_ratio(m.percentile_us(0.99), raw.percentile_us(0.99) if raw else None)
+        ratio = f"{m.cpu_us / raw.cpu_us:.2f}" if raw else "-"
         lines.append(
-            f"| {name} | {m.rate:,.0f} | {m.percentile_us(0.5):,.0f} "
-            f"| {m.percentile_us(0.99):,.0f} | {m.cpu_us:.1f} | {ratio} "
+            f"| {name} | {rate} | {p50} | {p99} | {m.cpu_us:.1f} | {ratio} "
             f"| {m.facts['kernel_share']:.0%} | {m.switches_per_op:.2f} | {spread(w, runs)} "
             f"| {m.others:.0%} | {client(m)} |"
         )
