@@ -20,7 +20,15 @@ from websockets.exceptions import ConnectionClosed as ClientConnectionClosed
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from cello import App, ConnectionClosed, HTTPException, Request, WebSocket, WebSocketMessage
+from cello import (
+    App,
+    ConnectionClosed,
+    HTTPException,
+    Request,
+    WebSocket,
+    WebSocketMessage,
+    _bridge,
+)
 from servers import ThreadServer, raw_upgrade
 
 WAIT = 10  # seconds any single expectation may take before the test fails
@@ -490,3 +498,39 @@ def test_async_route_with_sync_guard(ws_backend: str) -> None:
         assert refused.value.response.status_code == 403
         with connect(server.url("/admin"), additional_headers={"X-Role": "admin"}) as client:
             assert client.recv(WAIT) == "hello admin"
+
+
+def test_a_closed_connection_stops_waiting_for_a_client_that_never_reads(
+    ws_backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The handler has returned but its last messages cannot go out: the client keeps the
+    socket open and reads nothing. Once nothing has gone out for the stall timeout the
+    connection ends on cello's side (task, queues) instead of living as long as the client."""
+    monkeypatch.setattr(_bridge, "FLUSH_STALL_TIMEOUT", 0.5)
+    app = App()
+
+    @app.websocket("/flood")
+    def flood(ws: WebSocket) -> None:
+        # 15 MiB, far more than the socket takes unread, in fewer events than the outbox
+        # holds, so the handler never waits: it returns with most of it still queued.
+        for _ in range(60):
+            ws.send_binary(b"x" * 262144)
+
+    def finished() -> bool:
+        return not app.live_channels and app.handler_threads.busy == 0
+
+    with ThreadServer(app, ws=ws_backend) as server:
+        sock = raw_upgrade(server.port, "/flood", rcvbuf=65536)
+        try:
+            assert _wait(finished), "the connection still waits for the client"
+        finally:
+            sock.close()
+
+
+def _wait(condition: object, timeout: float = WAIT) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return True
+        time.sleep(0.02)
+    return False

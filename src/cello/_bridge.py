@@ -47,6 +47,10 @@ OUTBOX_LIMIT: Final = 64
 #: Incoming messages queued per connection before the pump stops reading the socket.
 INBOX_LIMIT: Final = 64
 
+#: Seconds without a single event going out after which a closing connection stops
+#: waiting for a client that no longer reads (see `Channel.flush`).
+FLUSH_STALL_TIMEOUT: Final = 10.0
+
 #: The close code of a connection lost without a close frame.
 ABNORMAL_CLOSURE: Final = 1006
 
@@ -114,6 +118,7 @@ class Channel:
         self._space_on_loop: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None  # started on the first queued event
         self._sending_directly = False
+        self._events_sent = 0  # by the writer: how flush tells a slow client from a stuck one
 
         # Incoming side (used by sync handlers only; async handlers receive directly).
         self._inbox: queue.SimpleQueue[WebSocketMessage | None] = queue.SimpleQueue()
@@ -259,6 +264,7 @@ class Channel:
                     logger.exception("Sending %s failed", event["type"])
                     self._lost()
                     return
+                self._events_sent += 1
                 if self._space_waiters and len(outbox) <= low_water:
                     self._notify_space()
                 if event["type"] in _FINAL_EVENTS and not event.get("more_body"):
@@ -281,13 +287,31 @@ class Channel:
             self._space.notify_all()
 
     async def flush(self) -> None:
-        """Wait until the writer has sent everything queued up to the close."""
+        """Wait until the writer has sent everything queued up to the close.
+
+        A client that has stopped reading would hold the connection's task (and this
+        wait) for as long as it keeps the socket open: once no event has gone out for
+        `FLUSH_STALL_TIMEOUT` seconds the rest is dropped and the connection ends here
+        (the server then closes the socket once it can).
+        """
         if self._writer is None and not self._outbox:
             return  # nothing was ever queued
         self._wake_writer()
-        assert self._writer is not None
-        if not self._writer.done():
-            await asyncio.shield(self._writer)
+        writer = self._writer
+        assert writer is not None
+        while not writer.done():
+            before = self._events_sent
+            await asyncio.wait((writer,), timeout=FLUSH_STALL_TIMEOUT)
+            if not writer.done() and self._events_sent == before:
+                logger.info(
+                    "Dropping what a client that stopped reading had not received "
+                    "(nothing sent for %.0f s)",
+                    FLUSH_STALL_TIMEOUT,
+                )
+                writer.cancel()
+                await asyncio.gather(writer, return_exceptions=True)
+                self._lost()
+                return
 
     # ----------------------------------------------------------------- incoming
 
