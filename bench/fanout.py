@@ -69,21 +69,33 @@ class Member(WSListener):
         self.room.delivered(self.received)
 
 
-async def fanout(
-    port: int, pid: int, seconds: float, path: str = "/fanout", receivers: int = RECEIVERS
-) -> Measurement:
-    room = Room(receivers + 1)
-    url = f"ws://127.0.0.1:{port}{path}"
-    connections = [await ws_connect(lambda: Member(room), url) for _ in range(receivers + 1)]
+async def open_room(room: Room, urls: list[str]) -> list[WSTransport]:
+    """Connect the room's members, spread over `urls` in turn (the sender on the first);
+    once every member has joined, the sender starts with `WINDOW` messages in flight."""
+    connections = [
+        await ws_connect(lambda: Member(room), urls[i % len(urls)]) for i in range(room.members)
+    ]
     await asyncio.gather(*(member.greeted for _, member in connections))
     room.sender = connections[0][0]
     for _ in range(WINDOW):
         room.send_next()
-    result = await measure_window(pid, seconds, room.tally)
+    return [transport for transport, _ in connections]
+
+
+async def close_room(room: Room, transports: list[WSTransport]) -> None:
     room.running = False
-    for transport, _ in connections:
+    for transport in transports:
         transport.send_close()
         transport.disconnect()
-    for transport, _ in connections:
+    for transport in transports:
         await transport.wait_disconnected()
+
+
+async def fanout(
+    port: int, pid: int, seconds: float, path: str = "/fanout", receivers: int = RECEIVERS
+) -> Measurement:
+    room = Room(receivers + 1)
+    transports = await open_room(room, [f"ws://127.0.0.1:{port}{path}"])
+    result = await measure_window(pid, seconds, room.tally)
+    await close_room(room, transports)
     return result

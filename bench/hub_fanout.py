@@ -36,8 +36,7 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peers
-from fanout import WINDOW, Member, Room
-from picows import ws_connect
+from fanout import Room, close_room, open_room
 from processes import cpu_seconds, free_port, serve, settle
 from report import header, publish
 from workload import Window
@@ -104,14 +103,7 @@ async def room_run(
 ) -> dict[str, float]:
     """Fill the room (members spread evenly, the sender on the first server), measure."""
     room = Room(RECEIVERS + 1)
-    connections = []
-    for i in range(RECEIVERS + 1):
-        port = servers[i % len(servers)][0]
-        connections.append(await ws_connect(lambda: Member(room), f"ws://127.0.0.1:{port}/fanout"))
-    await asyncio.gather(*(member.greeted for _, member in connections))
-    room.sender = connections[0][0]
-    for _ in range(WINDOW):
-        room.send_next()
+    transports = await open_room(room, [f"ws://127.0.0.1:{port}/fanout" for port, _ in servers])
     await asyncio.sleep(min(0.5, seconds / 4))
     base = room.tally.count
     room.tally.latencies.clear()
@@ -120,12 +112,7 @@ async def room_run(
     await asyncio.sleep(seconds)
     measured = [w.close(room.tally.count - base, list(room.tally.latencies)) for w in windows]
     redis_cpu = (cpu_seconds(redis_pid) - redis_before) if redis_pid else 0.0
-    room.running = False
-    for transport, _ in connections:
-        transport.send_close()
-        transport.disconnect()
-    for transport, _ in connections:
-        await transport.wait_disconnected()
+    await close_room(room, transports)
     first = measured[0]
     deliveries = first.ops
     server_cpu = sum(m.server_cpu for m in measured)

@@ -41,19 +41,18 @@ def limits(table: dict[str, float]) -> Iterator[Row]:
                 yield f"{server} {workload} ≤ {limit:.2f}x raw", f"{ratio:.2f}x", ratio <= limit
 
 
-def versus(
-    table: dict[str, float], peer: str, rows: list[tuple[str, float]], verb: str
-) -> Iterator[Row]:
+def versus(table: dict[str, float], peer: str, rows: list[tuple[str, float]]) -> Iterator[Row]:
+    """cello-sync's ratio against `peer`'s: below it (`factor` 1), or within `factor` of it."""
     for workload, factor in rows:
         ours, theirs = table.get(f"cello-sync/{workload}"), table.get(f"{peer}/{workload}")
         if ours is None or theirs is None:
             continue
-        bound = "" if factor == 1.0 else f" within {factor:g}x"
-        yield (
-            f"cello-sync {verb} {peer}{bound} on {workload}",
-            f"{ours:.2f}x vs {theirs:.2f}x",
-            ours < theirs * factor if factor == 1.0 else ours <= theirs * factor,
-        )
+        if factor == 1.0:
+            target, met = f"cello-sync below {peer} on {workload}", ours < theirs
+        else:
+            target = f"cello-sync within {factor:g}x of {peer} on {workload}"
+            met = ours <= theirs * factor
+        yield target, f"{ours:.2f}x vs {theirs:.2f}x", met
 
 
 def capacity(results: Results) -> Iterator[Row]:
@@ -67,7 +66,7 @@ def capacity(results: Results) -> Iterator[Row]:
 def evaluate(table: dict[str, float], results: Results) -> list[Row]:
     rows = list(limits(table))
     rows += capacity(results)
-    rows += versus(table, "rust-cello", VERSUS_RUST, "beats")
-    rows += versus(table, "rust-cello", VERSUS_RUST_WITHIN, "comes")
-    rows += versus(table, "flask-sock", [(w, 1.0) for w in EVERY_WORKLOAD], "beats")
+    rows += versus(table, "rust-cello", VERSUS_RUST)
+    rows += versus(table, "rust-cello", VERSUS_RUST_WITHIN)
+    rows += versus(table, "flask-sock", [(w, 1.0) for w in EVERY_WORKLOAD])
     return rows
