@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from servers import ROOT, bound_socket, wait_for_port
+from servers import ROOT, bound_socket, child_server
 
 APP = ROOT / "tests" / "apps" / "stress.py"
 GRACEFUL_TIMEOUT = 10  # what tests/apps/stress.py passes to app.run
@@ -44,27 +43,7 @@ def served(backend: str | None) -> Iterator[tuple[subprocess.Popen[str], int]]:
     sock = bound_socket()
     port = sock.getsockname()[1]
     sock.close()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    if backend is not None:
-        env["CELLO_TEST_WS"] = backend
-    proc = subprocess.Popen(
-        [sys.executable, str(APP), "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        wait_for_port(port, proc)
+    env = {} if backend is None else {"CELLO_TEST_WS": backend}
+    cmd = [sys.executable, str(APP), "--host", "127.0.0.1", "--port", str(port)]
+    with child_server(cmd, port, env=env, stop_timeout=GRACEFUL_TIMEOUT + 5) as proc:
         yield proc, port
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(GRACEFUL_TIMEOUT + 5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()

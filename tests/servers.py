@@ -96,18 +96,37 @@ def subprocess_server(
             sys.executable, "-m", "uvicorn", target, "--host", "127.0.0.1",
             "--port", str(port), *extra,
         ]  # fmt: skip
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with child_server(cmd, port, cwd=cwd) as proc:
+        yield proc, port
+
+
+@contextlib.contextmanager
+def child_server(
+    cmd: list[str],
+    port: int,
+    *,
+    cwd: Path = ROOT,
+    env: dict[str, str] | None = None,
+    stop_timeout: float = 15,
+) -> Iterator[subprocess.Popen[str]]:
+    """Run `cmd`, a server that will listen on `port`, until the block ends; then SIGTERM
+    (SIGKILL after `stop_timeout` s). Its output is on `proc.stdout`."""
     proc = subprocess.Popen(
-        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        cmd,
+        cwd=cwd,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         wait_for_port(port, proc)
-        yield proc, port
+        yield proc
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
-                proc.wait(15)
+                proc.wait(stop_timeout)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()

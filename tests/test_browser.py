@@ -5,38 +5,21 @@ Skipped where Chromium or Playwright is missing; CI installs both.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from servers import ROOT, subprocess_server
+from browsers import ARTIFACTS, CHROMIUM, launched_chromium
+from servers import subprocess_server
 
 playwright = pytest.importorskip("playwright.sync_api")
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="the system has no chromium")
-
-ARTIFACTS = ROOT / "tests" / "artifacts"
-#: Flags for a sandboxed root user on a machine without network access.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    with playwright.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    yield from launched_chromium()
 
 
 def test_dashboard_follows_sse_and_websocket(browser: object, tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -25,23 +24,11 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from browsers import ARTIFACTS, CHROMIUM, launched_chromium
 from redis_server import RedisServer
-from servers import ROOT, bound_socket, subprocess_server, wait_for_port
+from servers import bound_socket, child_server, subprocess_server
 
 WAIT = 10
-ARTIFACTS = ROOT / "tests" / "artifacts"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-#: Flags for a sandboxed root user on a machine without network access.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.fixture(scope="module")
@@ -294,12 +281,8 @@ def test_the_chat_under_gunicorn_with_two_workers(
         "--bind", f"127.0.0.1:{port}", "--workers", "2", "examples.chat_app:app",
     ]  # fmt: skip
     # gunicorn's control socket goes to XDG_RUNTIME_DIR: keep it out of the home directory.
-    env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)}
-    proc = subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    try:
-        wait_for_port(port, proc)
+    env = {"XDG_RUNTIME_DIR": str(tmp_path)}
+    with child_server(cmd, port, env=env) as proc:
         # Members until one lands in the other worker: its welcome misses the earlier ones.
         members: list[ClientConnection] = []
         for i in range(40):
@@ -318,12 +301,6 @@ def test_the_chat_under_gunicorn_with_two_workers(
             assert close_code(ws) == 1012  # uvicorn's "service restart"
         assert proc.wait(30) == 0
         assert time.monotonic() - started < 15
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        assert proc.stdout is not None
-        proc.stdout.close()
 
 
 # ------------------------------------------------------------------ in the browser
@@ -332,37 +309,15 @@ def test_the_chat_under_gunicorn_with_two_workers(
 @contextlib.contextmanager
 def chat_command(port: int) -> Iterator[subprocess.Popen[str]]:
     """The example's own command, `python examples/chat_app.py`, on `port`."""
-    proc = subprocess.Popen(
-        [sys.executable, "examples/chat_app.py", "--port", str(port)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        wait_for_port(port, proc)
+    with child_server([sys.executable, "examples/chat_app.py", "--port", str(port)], port) as proc:
         yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        assert proc.stdout is not None
-        proc.stdout.close()
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if CHROMIUM is None:
         pytest.skip("the system has no chromium")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    yield from launched_chromium()
 
 
 def wait_connected(page: Any) -> None:
