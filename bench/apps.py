@@ -188,3 +188,37 @@ async def raw_thread(scope: dict[str, Any], receive: Any, send: Any) -> None:
             task.cancel()
             return
         inbox.put(event.get("text") or "")
+
+
+async def raw_greenlet(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """What a sync handler could cost without a thread of its own: the raw echo as a plain
+    function in a greenlet on the event loop's thread, whose `recv()` switches back to the
+    connection's task; the task awaits the ASGI receive and sends what the function queued.
+    The least code possible (no bounds, no close handling, nothing may block): a measure
+    of that design, not an implementation of it."""
+    from greenlet import getcurrent, greenlet
+
+    if scope["type"] != "websocket":
+        return
+    await receive()
+    await send({"type": "websocket.accept"})
+    task = getcurrent()  # the loop's greenlet, running this coroutine's step
+    outbox: list[str] = []
+
+    def handler() -> None:
+        if scope["path"] == "/greet":
+            outbox.append("hi")
+        while (text := task.switch()) is not None:  # recv(): back to the task until a message
+            outbox.append(text)  # send_text()
+
+    worker = greenlet(handler)
+    worker.switch()  # run the handler up to its first recv()
+    while True:
+        for text in outbox:
+            await send({"type": "websocket.send", "text": text})
+        outbox.clear()
+        event = await receive()
+        if event["type"] == "websocket.disconnect":
+            worker.switch(None)
+            return
+        worker.switch(event.get("text") or "")

@@ -21,13 +21,14 @@ CELLO_WS: str = DEFAULTS["ws"]
 UVICORN_APPS = {
     "raw": "bench.apps:raw",
     "raw-thread": "bench.apps:raw_thread",
+    "raw-greenlet": "bench.apps:raw_greenlet",
     "starlette": "bench.starlette_app:app",
     "cello-sync": "bench.apps:cello_sync",
     "cello-async": "bench.apps:cello_async",
 }
 #: Every server, in the order result tables list them.
 ALL = ("raw", "raw-thread", "starlette", "flask-sock", "cello-sync", "cello-async", "rust-cello")
-#: Servers with a chat room at `/fanout` (`raw-thread` echoes only).
+#: Servers with a chat room at `/fanout` (`raw-thread` and `raw-greenlet` echo only).
 FANOUT = tuple(name for name in ALL if name != "raw-thread")
 #: Servers whose handlers are plain functions on threads (the `capacity` workload).
 SYNC = ("raw", "cello-sync", "rust-cello")
