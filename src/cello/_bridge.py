@@ -183,7 +183,7 @@ class Channel:
         self._sending_directly = True
         try:
             await self._asgi_send(event)
-        except OSError:  # uvicorn's ClientDisconnected: the client is gone
+        except (OSError, RuntimeError):  # gone, or closed by the server (see `_write`)
             self._lost()
             raise ConnectionClosed(ABNORMAL_CLOSURE) from None
         finally:
@@ -257,7 +257,10 @@ class Channel:
                 event = outbox.popleft()
                 try:
                     await asgi_send(event)
-                except OSError:  # uvicorn's ClientDisconnected: the client is gone
+                except (OSError, RuntimeError):
+                    # uvicorn's ClientDisconnected: the client is gone; RuntimeError: the
+                    # server has already closed the WebSocket itself (a protocol error from
+                    # the client, its keepalive timing out) before cello heard of it.
                     self._lost()
                     return
                 except Exception:
