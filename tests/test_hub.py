@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import threading
 import time
 
@@ -285,3 +286,35 @@ def test_a_member_that_never_reads_is_disconnected_and_the_others_go_on(
             wait_until(lambda: closed_codes == [1008])
         stuck.close()
     assert "1008" in caplog.text
+
+
+def test_a_send_waiting_on_a_member_the_hub_drops_raises() -> None:
+    """The member's own handler waits to send to a client that reads nothing; the hub then
+    finds the member too far behind and drops its backlog: the waiting send's message went
+    with it, so that send raises `ConnectionClosed(1008)` instead of returning."""
+    app = App(hub=Hub(max_queue=64))
+    returned: list[int] = []
+    outcome: queue.Queue[int] = queue.Queue()
+
+    @app.websocket("/member")
+    def member(ws: WebSocket) -> None:
+        app.hub.join("g", ws)
+        try:
+            for i in range(100_000):
+                ws.send_text(f"{i} " + "x" * 4096)
+                returned.append(i)
+        except ConnectionClosed as exc:
+            outcome.put(exc.code)
+
+    with ThreadServer(app, ws="websockets-sansio") as server:
+        sock = raw_upgrade(server.port, "/member", rcvbuf=65536)  # reads nothing
+        try:
+            last = -1
+            while len(returned) != last:  # until the handler waits for room
+                last = len(returned)
+                time.sleep(0.3)
+            app.hub.broadcast("g", "one more")
+            assert outcome.get(timeout=WAIT) == 1008
+            assert len(returned) == last  # the waiting send did not return
+        finally:
+            sock.close()

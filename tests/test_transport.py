@@ -13,6 +13,7 @@ import queue
 import socket
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 from websockets.asyncio.client import connect as aconnect
@@ -534,3 +535,68 @@ def _wait(condition: object, timeout: float = WAIT) -> bool:
             return True
         time.sleep(0.02)
     return False
+
+
+def read_frames(sock: socket.socket) -> Iterator[tuple[int, bytes]]:
+    """Unmasked server frames (opcode, payload) from a raw socket, until the close frame."""
+    buffer = b""
+
+    def take(n: int) -> bytes:
+        nonlocal buffer
+        while len(buffer) < n:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("the server closed the socket mid-frame")
+            buffer += chunk
+        out, buffer = buffer[:n], buffer[n:]
+        return out
+
+    while True:
+        first, second = take(2)
+        length = second & 0x7F
+        if length == 126:
+            length = int.from_bytes(take(2), "big")
+        elif length == 127:
+            length = int.from_bytes(take(8), "big")
+        opcode = first & 0x0F
+        yield opcode, take(length)
+        if opcode == 0x8:
+            return
+
+
+def test_a_send_waiting_when_the_app_closes_still_goes_out_first(ws_backend: str) -> None:
+    """A sender blocked on a full outbox when the app closes the connection: its message is
+    already queued ahead of the close frame, so the send returns and the message arrives;
+    only the sends after the close raise."""
+    app = App()
+    returned: list[int] = []
+    outcome: queue.Queue[tuple[int, int]] = queue.Queue()
+    connections: list[WebSocket] = []
+
+    @app.websocket("/flood")
+    def flood(ws: WebSocket) -> None:
+        connections.append(ws)
+        try:
+            for i in range(100_000):
+                ws.send_text(f"{i} " + "x" * 4096)
+                returned.append(i)
+        except ConnectionClosed as exc:
+            outcome.put((exc.code, len(returned)))
+
+    with ThreadServer(app, ws=ws_backend) as server:
+        sock = raw_upgrade(server.port, "/flood", rcvbuf=65536)  # reads nothing for now
+        try:
+            last = -1
+            while len(returned) != last:  # until the sender waits for room
+                last = len(returned)
+                time.sleep(0.3)
+            assert last < 100_000, "the sender never had to wait"
+            connections[0].close(1000, "enough")
+            code, sends_that_returned = outcome.get(timeout=WAIT)
+            assert code == 1000
+            frames = list(read_frames(sock))
+        finally:
+            sock.close()
+    texts = [int(payload.split()[0]) for opcode, payload in frames if opcode == 0x1]
+    assert texts == list(range(sends_that_returned))
+    assert frames[-1][0] == 0x8

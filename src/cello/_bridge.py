@@ -108,6 +108,7 @@ class Channel:
         self.close_code: int | None = None
         self.close_reason = ""
         self._app_closed = False
+        self._backlog_dropped = False  # queued messages were dropped (a too-slow member)
 
         # Outgoing side.
         self._outbox: deque[Message] = deque()
@@ -204,6 +205,7 @@ class Channel:
             return Enqueued.CLOSED
         outbox = self._outbox
         if len(outbox) >= limit:
+            self._backlog_dropped = True
             outbox.clear()
             self.close(1008, "client too slow")
             return Enqueued.TOO_SLOW
@@ -234,7 +236,10 @@ class Channel:
                     self._space.wait()
             finally:
                 self._space_waiters -= 1
-        if self.close_code is not None:
+        if self.close_code is not None and (not self._app_closed or self._backlog_dropped):
+            # Closed by the client, or by the app with this message dropped with the rest
+            # of the backlog. (Closed by the app otherwise: the message still goes out,
+            # ahead of the close frame, so the send has succeeded.)
             raise ConnectionClosed(self.close_code, self.close_reason)
 
     def _wake_writer(self) -> None:
