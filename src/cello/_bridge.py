@@ -119,7 +119,6 @@ class Channel:
         self._space_on_loop: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None  # started on the first queued event
         self._sending_directly = False
-        self._events_sent = 0  # by the writer: how flush tells a slow client from a stuck one
 
         # Incoming side (used by sync handlers only; async handlers receive directly).
         self._inbox: queue.SimpleQueue[WebSocketMessage | None] = queue.SimpleQueue()
@@ -215,11 +214,6 @@ class Channel:
             return Enqueued.WAKE
         return Enqueued.QUEUED
 
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        """The event loop the connection is served on."""
-        return self._loop
-
     def check_open(self) -> None:
         """Raise `ConnectionClosed` if the connection is closed."""
         if self.close_code is not None:
@@ -272,7 +266,6 @@ class Channel:
                     logger.exception("Sending %s failed", event["type"])
                     self._lost()
                     return
-                self._events_sent += 1
                 if self._space_waiters and len(outbox) <= low_water:
                     self._notify_space()
                 if event["type"] in _FINAL_EVENTS and not event.get("more_body"):
@@ -308,9 +301,10 @@ class Channel:
         writer = self._writer
         assert writer is not None
         while not writer.done():
-            before = self._events_sent
+            # Closed, so nothing is added any more: progress is the outbox shrinking.
+            left = len(self._outbox)
             await asyncio.wait((writer,), timeout=FLUSH_STALL_TIMEOUT)
-            if not writer.done() and self._events_sent == before:
+            if not writer.done() and len(self._outbox) == left:
                 logger.info(
                     "Dropping what a client that stopped reading had not received "
                     "(nothing sent for %.0f s)",

@@ -66,6 +66,38 @@ def redacted(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
+class Outage:
+    """One connection's time without Redis: when it began, and the backoff between tries.
+
+    The publisher and the subscriber each keep one, so each logs its own outage once when
+    it begins and once when it ends.
+    """
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+        self.delay = FIRST_RETRY
+
+    def begin(self) -> bool:
+        """Note a failure; whether it starts an outage (the moment to log it)."""
+        if self.since is not None:
+            return False
+        self.since = time.monotonic()
+        return True
+
+    async def backoff(self) -> None:
+        """Wait before the next try, twice as long as the last time (up to `LAST_RETRY`)."""
+        await asyncio.sleep(self.delay)
+        self.delay = min(self.delay * 2, LAST_RETRY)
+
+    def end(self) -> float | None:
+        """Note a success; how long the outage lasted, or `None` if there was none."""
+        self.delay = FIRST_RETRY
+        if self.since is None:
+            return None
+        lasted, self.since = time.monotonic() - self.since, None
+        return lasted
+
+
 class RedisRelay:
     """Carries one process's hub broadcasts to the others sharing a Redis, and theirs back.
 
@@ -100,9 +132,9 @@ class RedisRelay:
         self._subscribed: asyncio.Event | None = None
         #: Broadcasts this process could not relay (dropped in an outage), since start.
         self.dropped = 0
-        #: Of those, the ones broadcast after `stop`.
-        self.dropped_after_stop = 0
         self._stopped = False
+        self._warned_after_stop = False
+        self._subscriber_outage = Outage()
         self._last_drop_warning = -DROP_WARNING_INTERVAL
 
     @property
@@ -131,11 +163,10 @@ class RedisRelay:
         if self._mailbox is not None:
             return
         self._stopped = False
-        self.dropped_after_stop = 0
+        self._warned_after_stop = False
+        self._subscriber_outage = Outage()
         self._mailbox = Mailbox(asyncio.get_running_loop())
         self._subscribed = asyncio.Event()
-        self._failed_since: float | None = None
-        self._retry_delay = FIRST_RETRY
         self._tasks = [
             asyncio.create_task(self._publish_forever(self._mailbox), name="cello-hub-publish"),
             asyncio.create_task(self._subscribe_forever(), name="cello-hub-subscribe"),
@@ -175,9 +206,9 @@ class RedisRelay:
             if self._stopped:
                 # A thread of the app still broadcasting while it shuts down.
                 self.dropped += 1
-                if self.dropped_after_stop == 0:
+                if not self._warned_after_stop:
+                    self._warned_after_stop = True
                     logger.warning("Hub: broadcasts after shutdown are not relayed")
-                self.dropped_after_stop += 1
                 return
             raise RuntimeError(
                 "the Redis hub is not running: the app's lifespan starts it "
@@ -252,34 +283,31 @@ class RedisRelay:
         self, mailbox: Mailbox[Any], pending: deque[tuple[bytes, bytes]]
     ) -> aioredis.Redis:
         """A connected client, retrying with backoff; broadcasts keep queueing meanwhile."""
-        delay = FIRST_RETRY
-        failed_since: float | None = None
+        outage = Outage()
         dropped_before = self.dropped
-        loop = asyncio.get_running_loop()
         while True:
             client = self._client()
             try:
                 await client.ping()
             except (RedisError, OSError) as exc:
                 await client.aclose()
-                if failed_since is None:
-                    failed_since = loop.time()
+                if outage.begin():
                     logger.warning(
                         "Hub: cannot reach Redis at %s (%s); holding up to %d broadcasts",
                         redacted(self.url),
                         exc,
                         self.max_pending,
                     )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, LAST_RETRY)
+                await outage.backoff()
                 if self._take(mailbox.take_nowait(), pending):
                     mailbox.put(_STOP)  # seen again by the publishing loop
                 continue
-            if failed_since is not None:
+            lasted = outage.end()
+            if lasted is not None:
                 logger.warning(
                     "Hub: Redis at %s is back after %.1f s; %d broadcasts were dropped",
                     redacted(self.url),
-                    loop.time() - failed_since,
+                    lasted,
                     self.dropped - dropped_before,
                 )
             return client
@@ -310,8 +338,7 @@ class RedisRelay:
                         raise error
             except (RedisError, OSError) as exc:
                 self._subscribed.clear()
-                if self._failed_since is None:
-                    self._failed_since = loop.time()
+                if self._subscriber_outage.begin():
                     logger.warning(
                         "Hub: lost the subscription on %s (%s); reconnecting",
                         redacted(self.url),
@@ -322,21 +349,19 @@ class RedisRelay:
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
                 with contextlib.suppress(RedisError, OSError):
                     await client.aclose()
-            await asyncio.sleep(self._retry_delay)
-            self._retry_delay = min(self._retry_delay * 2, LAST_RETRY)
+            await self._subscriber_outage.backoff()
 
     def _on_subscribed(self) -> None:
         assert self._subscribed is not None
         self._subscribed.set()
-        self._retry_delay = FIRST_RETRY
-        if self._failed_since is not None:
+        lasted = self._subscriber_outage.end()
+        if lasted is not None:
             logger.warning(
                 "Hub: subscribed again on %s after %.1f s; broadcasts from other processes "
                 "meanwhile were missed",
                 redacted(self.url),
-                asyncio.get_running_loop().time() - self._failed_since,
+                lasted,
             )
-            self._failed_since = None
 
     async def _read(self, pubsub: Any, heard: list[float]) -> None:
         """Deliver messages as they come: a blocking read, no timer per message."""
