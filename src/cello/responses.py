@@ -9,11 +9,14 @@ framework: `Response.json(...)`, `.text`, `.html`, `.binary`, `.redirect`, `.fil
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Mapping
 from typing import Any
 
 import anyio
+import anyio.to_thread
 from starlette import responses as starlette_responses
+from starlette.staticfiles import StaticFiles
 
 __all__ = ["Response", "to_response"]
 
@@ -78,12 +81,24 @@ class Response(starlette_responses.Response):
         filename: str | None = None,
         headers: Headers = None,
         content_type: str | None = None,
+        *,
+        directory: str | os.PathLike[str] | None = None,
     ) -> starlette_responses.Response:
         """A file from disk, streamed; with `filename`, offered as a download by that name.
 
-        A missing file is answered with 404 when the response is sent.
+        Without `directory`, `path` is a path the application chose itself; never build it
+        from the request. With `directory`, `path` may come from the client (a path
+        parameter): it names a file inside `directory`, and anything that does not resolve
+        to a regular file there (`..`, an absolute path, a backslash, a NUL byte, a symlink
+        leading out of `directory`, a directory, a missing file) is answered with 404.
+
+        The file is looked up when the response is sent; a missing one gets a 404 then.
         """
-        return _FileResponse(path, filename=filename, headers=headers, media_type=content_type)
+        if directory is None:
+            return _FileResponse(path, filename=filename, headers=headers, media_type=content_type)
+        return _DirectoryFileResponse(
+            directory, path, filename=filename, headers=headers, media_type=content_type
+        )
 
     @classmethod
     def no_content(cls, headers: Headers = None) -> starlette_responses.Response:
@@ -98,14 +113,61 @@ class Response(starlette_responses.Response):
         return sse_response(source, **options)
 
 
+def _not_found() -> starlette_responses.Response:
+    return starlette_responses.JSONResponse({"detail": "Not Found"}, status_code=404)
+
+
 class _FileResponse(starlette_responses.FileResponse):
     """Starlette's file response, answering 404 (not a 500) when the file is missing."""
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if not await anyio.Path(self.path).is_file():
-            missing = starlette_responses.JSONResponse({"detail": "Not Found"}, status_code=404)
-            await missing(scope, receive, send)
+            await _not_found()(scope, receive, send)
             return
+        await super().__call__(scope, receive, send)
+
+
+class _DirectoryFileResponse(starlette_responses.FileResponse):
+    """A file named by the client, served only if it resolves to a regular file inside
+    `directory`; 404 for anything else, whatever the reason, so that the answer does not
+    tell what exists outside (or inside) the directory.
+
+    The containment check is Starlette's `StaticFiles.lookup_path`: the joined path and
+    the directory are both resolved (`os.path.realpath`, so symlinks are followed before
+    comparing) and must share the directory as their common path. Before it, names no
+    portable URL path needs are refused outright: a backslash (a separator on Windows), a
+    NUL byte, and an absolute path.
+    """
+
+    def __init__(
+        self, directory: str | os.PathLike[str], name: str | os.PathLike[str], **options: Any
+    ) -> None:
+        self.requested = os.fspath(name)
+        self.static = StaticFiles(directory=directory, check_dir=False)
+        # The content type is guessed from the name asked for; the path is set on lookup.
+        super().__init__(os.path.join(directory, self.requested), **options)
+
+    def lookup(self) -> tuple[str, os.stat_result] | None:
+        name = self.requested
+        if not name or "\\" in name or "\x00" in name or os.path.isabs(name):
+            return None
+        try:
+            full_path, stat_result = self.static.lookup_path(name)
+        except (OSError, ValueError):  # too long, not readable, NUL, another drive...
+            return None
+        if stat_result is None or not stat.S_ISREG(stat_result.st_mode):
+            return None
+        if not os.access(full_path, os.R_OK):  # else the open fails after the headers went
+            return None
+        return full_path, stat_result
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        found = await anyio.to_thread.run_sync(self.lookup)
+        if found is None:
+            await _not_found()(scope, receive, send)
+            return
+        self.path, self.stat_result = found
+        self.set_stat_headers(self.stat_result)
         await super().__call__(scope, receive, send)
 
 
