@@ -1,30 +1,39 @@
-"""The bridge between a connection's ASGI task on the event loop and handler threads.
+"""One WebSocket connection between its ASGI task on the event loop and the app's threads.
 
 Every message a handler sends and receives crosses here, and this is the only module that
-coordinates the event loop with other threads for a connection. The whole path of a message
-is in this file:
+coordinates the event loop with other threads for a connection. The whole path of a
+message is in this file (the incoming side's buffer is `_inbox.Inbox`):
 
-* outgoing: `Channel.send` (any thread) appends the ASGI event to the connection's
-  outbox and, only if the writer task is idle, wakes it with one `call_soon_threadsafe`;
-  `Channel._write` (a task on the loop) drains the outbox into the ASGI `send`. A
-  coroutine on the loop (`Channel.asend`) sends directly while nothing is queued.
-* incoming: `Channel._run_pump` (a task on the loop) awaits the ASGI `receive` and puts each
-  message on a `queue.SimpleQueue`; `Channel.recv` (the handler thread) takes it from there.
-* fan-out (the hub): `Channel.enqueue` appends one shared event to many outboxes from the
+* outgoing: `Channel.send` (any thread) puts the ASGI event in the connection's outbox
+  through `Channel._queue` and, only if the writer task is idle, wakes it with one
+  `call_soon_threadsafe`; `Channel._write` (a task on the loop) drains the outbox into the
+  ASGI `send`. A coroutine on the loop (`Channel.asend`) sends directly while nothing is
+  queued.
+* incoming: `Channel._run_pump` (a task on the loop, for sync handlers) awaits the ASGI
+  `receive` and puts each message in the `Inbox`; `Channel.recv` (the handler's thread)
+  takes it from there. Async handlers await the ASGI `receive` directly (`Channel.arecv`).
+* fan-out (the hub): `Channel.enqueue` puts one shared event in many outboxes from the
   calling thread without waiting, and `wake_writers` wakes the idle writers among them with
-  one hop to the loop; `Mailbox` hands items from threads to one task on the loop (the
-  Redis relay's publisher) with the same one-wake-up-per-idle-period discipline.
+  one hop to the loop.
+
+The connection's state is one `State`, changed only by `Channel._enter` under the
+connection's lock, in the same critical section that queues what the change sends (the
+accept, the close frame, the denial). So a send either joins the outbox before the close
+frame, and goes out, or sees the connection closed and raises `ConnectionClosed`: it never
+returns and is then dropped.
+
+Thread safety: `_lock` guards the state, the close code, the outbox and the writer's idle
+flag; every thread that reads one to decide something holds it. Waiting happens outside it
+(or in `_space.wait`, which releases it). Nothing relies on the GIL, so this stays correct
+on free-threaded CPython. What must run on the loop (waking the writer, resolving futures)
+is handed to it with `call_soon_threadsafe`, at most once per idle period of the writer.
 
 Why this shape: a round trip to the loop per call (`run_coroutine_threadsafe(...).result()`)
-costs two thread switches and a future per message; here a send costs an append, and a
-wake-up only when the writer has gone idle. Both queues are bounded so a slow client or a
-slow handler applies back-pressure instead of growing memory: senders block (from a worker
-thread) when the outbox is full, and the pump stops reading (so the server stops reading
-the socket) when the inbox is full.
-
-Flags shared by the two sides are each written by one side and read by the other, in the
-order "write mine, then read theirs", so that at least one side sees the other under the
-GIL; a spurious wake-up is harmless, a missed one is not.
+costs two thread switches and a future per message; here a send costs a lock and an append,
+and a wake-up only when the writer has gone idle. Both directions are bounded, so a slow
+client or a slow handler applies back-pressure instead of growing memory: senders wait
+(from a worker thread) when the outbox is full, and the pump stops reading (so the server
+stops reading the socket) when the inbox is full.
 """
 
 from __future__ import annotations
@@ -32,167 +41,385 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-import queue
 import threading
+import time
 from collections import deque
+from collections.abc import Callable, Iterable
 from typing import Any, Final, Generic, TypeVar
 
+import anyio
 from starlette.types import Message, Receive, Send
 
+from ._events import ABNORMAL_CLOSURE, close_event, ends_connection, to_message, was_lost
+from ._inbox import Inbox
 from .errors import ConnectionClosed
 from .messages import WebSocketMessage
 
 #: Outgoing messages queued per connection before senders wait.
 OUTBOX_LIMIT: Final = 64
-#: Incoming messages queued per connection before the pump stops reading the socket.
-INBOX_LIMIT: Final = 64
 
 #: Seconds without a single event going out after which a closing connection stops
 #: waiting for a client that no longer reads (see `Channel.flush`).
 FLUSH_STALL_TIMEOUT: Final = 10.0
 
-#: The close code of a connection lost without a close frame.
-ABNORMAL_CLOSURE: Final = 1006
-
-_CLOSED = None  # the inbox sentinel: no more messages will come
-#: ASGI events after which nothing more can be sent on the connection.
-_FINAL_EVENTS: Final = frozenset({"websocket.close", "websocket.http.response.body"})
+#: What the ASGI `send` raises when the client is gone: uvicorn's `ClientDisconnected`
+#: (an OSError); RuntimeError when the server has already closed the WebSocket itself (a
+#: protocol error from the client, its keepalive timing out) before cello heard of it;
+#: anyio's closed/broken stream errors from in-process transports (httpx-ws).
+_GONE: Final = (OSError, RuntimeError, anyio.ClosedResourceError, anyio.BrokenResourceError)
 
 logger = logging.getLogger("cello")
 
 T = TypeVar("T")
 
 
-def was_lost(event: Message) -> bool:
-    """Whether a `websocket.disconnect` means the connection was lost, not closed by a frame.
+class State(enum.Enum):
+    """Where a connection is in its life. Only `Channel._enter` changes it."""
 
-    1006 says so. uvicorn's sansio and wsproto backends report a lost connection as 1005
-    with no `reason` key, while a received close frame (even one without a status, 1005)
-    always carries a `reason`; that absence is what tells the two apart.
-    """
-    code = event.get("code", 1005)
-    return code == ABNORMAL_CLOSURE or (code == 1005 and "reason" not in event)
-
-
-def to_message(event: Message) -> WebSocketMessage:
-    """An ASGI `websocket.receive` event as a `WebSocketMessage`."""
-    text = event.get("text")
-    if text is not None:
-        return WebSocketMessage("text", text=text)
-    return WebSocketMessage("binary", data=event.get("bytes") or b"")
+    CONNECTING = "the handshake is not answered yet"
+    OPEN = "accepted: messages flow both ways"
+    CLOSING = "closed by the app: what it queued goes out, then its close frame"
+    DENIED = "refused before acceptance: the denial response goes out"
+    CLOSED = "the app's close frame (or denial) has gone out"
+    CLOSED_BY_PEER = "the client's close frame arrived"
+    LOST = "the client vanished, or could not be written to"
 
 
-class Enqueued(enum.Enum):
-    """What `Channel.enqueue` did with an event."""
+#: The transitions there are; any other is refused (`_enter` returns False).
+_TRANSITIONS: Final[dict[State, frozenset[State]]] = {
+    State.CONNECTING: frozenset(
+        {State.OPEN, State.DENIED, State.CLOSING, State.CLOSED_BY_PEER, State.LOST}
+    ),
+    State.OPEN: frozenset({State.CLOSING, State.CLOSED_BY_PEER, State.LOST}),
+    State.CLOSING: frozenset({State.CLOSED, State.CLOSED_BY_PEER, State.LOST}),
+    State.DENIED: frozenset({State.CLOSED, State.LOST}),
+    State.CLOSED: frozenset(),
+    State.CLOSED_BY_PEER: frozenset(),
+    State.LOST: frozenset(),
+}
+
+#: States in which nothing more will be sent: the outgoing side is finished.
+FINISHED: Final = frozenset({State.CLOSED, State.CLOSED_BY_PEER, State.LOST})
+
+
+class Queued(enum.Enum):
+    """What `Channel._queue` did with an event."""
 
     WAKE = "queued; the writer is idle and must be woken"
     QUEUED = "queued; the writer is busy and will send it"
-    TOO_SLOW = "not queued: the connection was too far behind and is now closed (1008)"
-    CLOSED = "not queued: the connection is closed"
+    DIRECT = "not queued: nothing is ahead of it, the caller on the loop sends it itself"
+    TOO_SLOW = "not queued: the connection was too far behind and is now closing (1008)"
+    CLOSED = "not queued: the connection is closed (or the transition is not allowed)"
 
 
 class Channel:
-    """One WebSocket connection's queues, writer and receive pump.
+    """One WebSocket connection's state, outbox, writer and receive pump.
 
     Created on the event loop by the connection's ASGI task. `send`, `close` and `recv`
-    may be called from any thread (`recv` blocks, so not from the loop's own thread);
-    the `a`-prefixed methods are the event loop's versions.
+    may be called from any thread (`recv` blocks, so not from the loop's own thread); the
+    `a`-prefixed methods are the event loop's versions.
+
+    Args:
+        loop: The loop the connection's ASGI task runs on.
+        receive: The connection's ASGI `receive`.
+        send: The connection's ASGI `send`.
+        sync_reader: Whether a sync handler reads this connection (through the pump and
+            an `Inbox`); an async handler awaits `receive` itself (`arecv`).
+        send_timeout: How long a send waits for room by default (`None`: as long as it
+            takes); see `send`.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, receive: Receive, send: Send) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        receive: Receive,
+        send: Send,
+        *,
+        sync_reader: bool = True,
+        send_timeout: float | None = None,
+    ) -> None:
         self._loop = loop
         self._loop_thread = threading.get_ident()
         self._receive = receive
         self._asgi_send = send
-        #: Close code and reason once closed by either side; `None` while open.
+        self.send_timeout = send_timeout
+        self._lock = threading.Lock()
+        #: Senders waiting for room wait here (same lock); notified by the writer and by
+        #: every state change.
+        self._space = threading.Condition(self._lock)
+        self.state = State.CONNECTING  # written by `_enter` only
+        #: The close code and reason, set by the first close (either side); `None` while open.
         self.close_code: int | None = None
         self.close_reason = ""
-        self._app_closed = False
-        self._backlog_dropped = False  # queued messages were dropped (a too-slow member)
+        self._backlog_dropped = False  # set with the close when the backlog was dropped
+        #: Resolved on the loop once the state is in `FINISHED`.
+        self._finished: asyncio.Future[None] = loop.create_future()
 
         # Outgoing side.
-        self._outbox: deque[Message] = deque()
-        self._writer_idle = True  # written by the writer task; cleared by senders
-        self._writer_wakeup: asyncio.Future[None] | None = None
-        self._space = threading.Condition(threading.Lock())
-        self._space_waiters = 0
-        self._space_on_loop: asyncio.Event | None = None
-        self._writer: asyncio.Task[None] | None = None  # started on the first queued event
-        self._sending_directly = False
+        self._outbox: deque[Message] = deque()  # appended by `_queue`, popped by the writer
+        self._writer_idle = (
+            True  # set by the writer (and a direct send) when done; cleared by `_queue`
+        )
+        self._writer: asyncio.Task[None] | None = None  # started on the first wake-up
+        self._writer_wakeup: asyncio.Future[None] | None = None  # on the loop only
+        self._sending_directly = False  # on the loop only: `_send_directly` is sending
+        self._space_waiters = 0  # threads and coroutines waiting for room (under the lock)
+        self._space_on_loop: asyncio.Event | None = None  # coroutines wait on it
 
-        # Incoming side (used by sync handlers only; async handlers receive directly).
-        self._inbox: queue.SimpleQueue[WebSocketMessage | None] = queue.SimpleQueue()
-        self._received = 0  # written by the pump only
-        self._taken = 0  # written by consumers only
-        self._pump_waiting = False
-        self._pump_resume = asyncio.Event()
+        # Incoming side (sync handlers only; async handlers receive directly).
+        self._inbox: Inbox | None = Inbox(self._resume_pump) if sync_reader else None
+        self._pump_resumed = asyncio.Event()  # on the loop only
         self._pump: asyncio.Task[None] | None = None
+
+    @property
+    def open(self) -> bool:
+        """Whether the connection is accepted and neither side has closed it."""
+        return self.state is State.OPEN
+
+    def _closed_error(self) -> ConnectionClosed:
+        return ConnectionClosed(self.close_code or ABNORMAL_CLOSURE, self.close_reason)
+
+    def check_open(self) -> None:
+        """Raise `ConnectionClosed` unless the connection is open."""
+        if self.state is not State.OPEN:
+            raise self._closed_error()
+
+    # ----------------------------------------------------------------- state
+
+    def _enter(self, new: State, code: int | None = None, reason: str = "") -> bool:
+        """The one transition function; the caller holds `_lock`. Whether it happened.
+
+        The first transition that carries a close code sets `close_code`; a connection the
+        client can no longer be written to drops what is queued for it.
+        """
+        if new not in _TRANSITIONS[self.state]:
+            return False
+        self.state = new
+        if code is not None and self.close_code is None:
+            self.close_code = code
+            self.close_reason = reason
+        if new is State.CLOSED_BY_PEER or new is State.LOST:
+            self._outbox.clear()
+        self._space.notify_all()  # a waiting sender decides again
+        return True
+
+    def _transition(self, new: State, code: int | None = None, reason: str = "") -> bool:
+        """Change state without queueing anything (the client closed, or is gone)."""
+        with self._lock:
+            if not self._enter(new, code, reason):
+                return False
+        self._after(new, wake=False)
+        return True
+
+    def _after(self, new: State, wake: bool) -> None:
+        """What a transition to `new` sets off outside the lock, from any thread."""
+        inbox = self._inbox
+        if inbox is not None:
+            if new is State.CLOSING or new is State.DENIED:
+                inbox.end(discard=True)  # the app closed: `recv` returns None from now on
+            elif new is State.CLOSED_BY_PEER:
+                inbox.end(WebSocketMessage.close(self.close_code or 1005, self.close_reason))
+            elif new is State.LOST:
+                inbox.end()
+        self._on_loop(self._settle, wake)
+
+    def _settle(self, wake: bool) -> None:
+        """On the loop after a transition: wake the writer and every waiter."""
+        if wake or self._writer is not None:
+            self._wake_writer()
+        if self._space_on_loop is not None:
+            self._space_on_loop.set()
+        if self.state in FINISHED and not self._finished.done():
+            self._finished.set_result(None)
 
     # ----------------------------------------------------------------- outgoing
 
-    def send(self, event: Message) -> None:
+    def _queue(
+        self,
+        events: Iterable[Message],
+        *,
+        to: State | None = None,
+        code: int | None = None,
+        reason: str = "",
+        drop_backlog: bool = False,
+        limit: int | None = None,
+        direct: bool = False,
+    ) -> tuple[Queued, int]:
+        """The one place an event joins the outbox; with the outbox's length after.
+
+        Without `to`, data for an open connection: refused unless the state is OPEN. With
+        `to`, the events go with a transition (the accept to OPEN, the close frame to
+        CLOSING, a denial to DENIED) in one critical section, so nothing can be queued
+        between the state change and its events; `drop_backlog` drops what was queued
+        before them. With `limit`, a connection already that far behind is closed with
+        1008 instead, its backlog dropped. With `direct` (a coroutine on the loop), nothing
+        is queued if nothing is ahead: the caller sends it itself while the writer is
+        marked busy.
+
+        The caller wakes the writer on `WAKE`; the effects of a transition are set off here.
+        """
+        wake = False
+        with self._lock:
+            outbox = self._outbox
+            outcome = Queued.QUEUED
+            if to is None:
+                if self.state is not State.OPEN:
+                    return Queued.CLOSED, 0
+                if limit is not None and len(outbox) >= limit:
+                    to, code, reason, drop_backlog = State.CLOSING, 1008, "client too slow", True
+                    events = (close_event(code, reason),)
+                    outcome = Queued.TOO_SLOW
+            if to is not None:
+                if not self._enter(to, code, reason):
+                    return Queued.CLOSED, 0
+                if drop_backlog:
+                    self._backlog_dropped = True
+                    outbox.clear()
+            if direct and self._writer_idle and not outbox:
+                self._writer_idle = False
+                outcome = Queued.DIRECT
+            else:
+                outbox.extend(events)
+                wake = self._writer_idle
+                self._writer_idle = False
+            size = len(outbox)
+        if to is not None:
+            self._after(to, wake)  # wakes the writer itself
+        elif wake:
+            outcome = Queued.WAKE
+        return outcome, size
+
+    def send(self, event: Message, timeout: float | None = None) -> None:
         """Queue an ASGI event for the client, from any thread; wait while the outbox is full.
 
-        A worker thread blocks until the writer has drained the outbox to half. On the
-        event loop's thread blocking would stop the writer itself, so there a client that
-        is this far behind is disconnected with 1008 instead (`send` raises).
+        A worker thread waits until the writer has drained the outbox to half, at most
+        `timeout` seconds (default: the channel's `send_timeout`); past it the client is
+        taken to have stopped reading: what is queued is dropped and the connection closed
+        with 1008. On the event loop's thread waiting would stop the writer itself, so
+        there a client this far behind is disconnected with 1008 at once.
 
         Raises:
             ConnectionClosed: the connection is closed, or closes while waiting.
         """
-        if self.close_code is not None:
-            raise ConnectionClosed(self.close_code, self.close_reason)
-        outbox = self._outbox
-        outbox.append(event)
-        if self._writer_idle:
-            self._start_writer()
-        if len(outbox) > OUTBOX_LIMIT:
-            self._wait_for_space()
+        outcome, size = self._queue((event,))
+        if outcome is Queued.WAKE:
+            self._on_loop(self._wake_writer)
+        elif outcome is Queued.CLOSED:
+            raise self._closed_error()
+        if size > OUTBOX_LIMIT:
+            self._wait_for_space(self.send_timeout if timeout is None else timeout)
 
-    def _start_writer(self) -> None:
-        """Wake the idle writer, from whichever thread queued something."""
-        self._writer_idle = False
+    def _wait_for_space(self, timeout: float | None) -> None:
         if threading.get_ident() == self._loop_thread:
-            self._wake_writer()
-        else:
-            self._call_soon_threadsafe(self._wake_writer)
+            self._too_slow("client too slow")
+            raise ConnectionClosed(1008, "client too slow")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._space:
+            self._space_waiters += 1
+            try:
+                while self.state is State.OPEN and len(self._outbox) > OUTBOX_LIMIT:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        break
+                    self._space.wait(remaining)
+            finally:
+                self._space_waiters -= 1
+            timed_out = self.state is State.OPEN and len(self._outbox) > OUTBOX_LIMIT
+        if timed_out and self._too_slow("send timed out"):
+            raise ConnectionClosed(1008, "send timed out")
+        self._raise_if_unsent()
 
-    async def asend(self, event: Message) -> None:
-        """`send` for coroutines on the event loop: waits for space without blocking it."""
-        if self.close_code is not None:
-            raise ConnectionClosed(self.close_code, self.close_reason)
-        if self._writer_idle and not self._outbox:
-            await self._send_directly(event)
+    def _raise_if_unsent(self) -> None:
+        """After waiting for room: raise unless the waiting message is still to go out.
+
+        Closed by the client, or by the app with the backlog dropped: it will not. Closed
+        by the app otherwise: it goes out ahead of the close frame, so the send succeeded.
+        """
+        state = self.state
+        if state is State.CLOSED_BY_PEER or state is State.LOST or self._backlog_dropped:
+            raise self._closed_error()
+
+    def _too_slow(self, reason: str) -> bool:
+        """Drop what the client has not taken and close with 1008: it stopped reading.
+        Whether it did (not if the connection was closed meanwhile)."""
+        outcome, _ = self._queue(
+            (close_event(1008, reason),),
+            to=State.CLOSING,
+            code=1008,
+            reason=reason,
+            drop_backlog=True,
+        )
+        return outcome is not Queued.CLOSED
+
+    async def asend(self, event: Message, timeout: float | None = None) -> None:
+        """`send` for coroutines on the event loop: waits for room without blocking it."""
+        if timeout is None:
+            timeout = self.send_timeout
+        outcome, size = self._queue((event,), direct=True)
+        if outcome is Queued.DIRECT:
+            await self._send_directly(event, timeout)
             return
-        self._outbox.append(event)
-        if self._writer_idle:
-            self._start_writer()
-        while len(self._outbox) > OUTBOX_LIMIT and self.close_code is None:
-            if self._space_on_loop is None:
-                self._space_on_loop = asyncio.Event()
-            self._space_on_loop.clear()
-            await self._space_on_loop.wait()
+        if outcome is Queued.WAKE:
+            self._wake_writer()
+        elif outcome is Queued.CLOSED:
+            raise self._closed_error()
+        if size > OUTBOX_LIMIT:
+            await self._await_space(timeout)
 
-    async def _send_directly(self, event: Message) -> None:
+    async def _await_space(self, timeout: float | None) -> None:
+        with self._lock:
+            self._space_waiters += 1
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    with self._lock:
+                        if self.state is not State.OPEN or len(self._outbox) <= OUTBOX_LIMIT:
+                            break
+                    if self._space_on_loop is None:
+                        self._space_on_loop = asyncio.Event()
+                    # Set only on the loop, so it cannot be set between this check and clear.
+                    self._space_on_loop.clear()
+                    await self._space_on_loop.wait()
+        except TimeoutError:
+            if self._too_slow("send timed out"):
+                raise ConnectionClosed(1008, "send timed out") from None
+        finally:
+            with self._lock:
+                self._space_waiters -= 1
+        self._raise_if_unsent()
+
+    async def _send_directly(self, event: Message, timeout: float | None = None) -> None:
         """Send from a coroutine on the loop while nothing is queued: no hop via the writer.
 
-        The writer is marked busy meanwhile, so threads only queue (in order, after this
-        event); it is woken afterwards if they did.
+        `_queue` marked the writer busy, so meanwhile others only queue (in order, after
+        this event); the writer is woken afterwards if they did. The server's `send` waits
+        while the client does not read: past `timeout` the client is taken to have
+        stopped reading, as in `send`.
         """
-        self._writer_idle = False
         self._sending_directly = True
         try:
-            await self._asgi_send(event)
-        except (OSError, RuntimeError):  # gone, or closed by the server (see `_write`)
-            self._lost()
+            if timeout is None:
+                await self._asgi_send(event)
+            else:
+                async with asyncio.timeout(timeout):
+                    await self._asgi_send(event)
+        except TimeoutError:
+            if self._too_slow("send timed out"):
+                raise ConnectionClosed(1008, "send timed out") from None
+            raise self._closed_error() from None
+        except _GONE:
+            self._transition(State.LOST, ABNORMAL_CLOSURE)
             raise ConnectionClosed(ABNORMAL_CLOSURE) from None
         finally:
             self._sending_directly = False
-            self._writer_idle = True
-            if self._outbox:
-                self._start_writer()
+            with self._lock:
+                wake = bool(self._outbox)
+                if not wake:
+                    self._writer_idle = True
+            if wake:
+                self._wake_writer()
 
-    def enqueue(self, event: Message, limit: int) -> Enqueued:
+    def enqueue(self, event: Message, limit: int) -> Queued:
         """Queue `event` from any thread without waiting, for fan-out to many connections.
 
         The caller wakes the writers it was told to, all at once (`wake_writers`), so a
@@ -200,43 +427,10 @@ class Channel:
         already `limit` events behind is not waited for: its backlog is dropped and it is
         closed with 1008, so one slow member never holds up the others.
         """
-        if self.close_code is not None:
-            return Enqueued.CLOSED
-        outbox = self._outbox
-        if len(outbox) >= limit:
-            self._backlog_dropped = True
-            outbox.clear()
-            self.close(1008, "client too slow")
-            return Enqueued.TOO_SLOW
-        outbox.append(event)
-        if self._writer_idle:
-            self._writer_idle = False
-            return Enqueued.WAKE
-        return Enqueued.QUEUED
-
-    def check_open(self) -> None:
-        """Raise `ConnectionClosed` if the connection is closed."""
-        if self.close_code is not None:
-            raise ConnectionClosed(self.close_code, self.close_reason)
-
-    def _wait_for_space(self) -> None:
-        if threading.get_ident() == self._loop_thread:
-            self.close(1008, "client too slow")
-            raise ConnectionClosed(1008, "client too slow")
-        with self._space:
-            self._space_waiters += 1
-            try:
-                while len(self._outbox) > OUTBOX_LIMIT and self.close_code is None:
-                    self._space.wait()
-            finally:
-                self._space_waiters -= 1
-        if self.close_code is not None and (not self._app_closed or self._backlog_dropped):
-            # Closed by the client, or by the app with this message dropped with the rest
-            # of the backlog. (Closed by the app otherwise: the message still goes out,
-            # ahead of the close frame, so the send has succeeded.)
-            raise ConnectionClosed(self.close_code, self.close_reason)
+        return self._queue((event,), limit=limit)[0]
 
     def _wake_writer(self) -> None:
+        """On the loop: start the writer, or wake it from its idle wait."""
         if self._sending_directly:
             return  # `_send_directly` wakes the writer when it is done
         if self._writer is None:
@@ -247,73 +441,68 @@ class Channel:
             wakeup.set_result(None)
 
     async def _write(self) -> None:
-        """Drain the outbox into the ASGI `send` until an event that ends the connection."""
+        """Drain the outbox into the ASGI `send` until the outgoing side is finished."""
         outbox = self._outbox
+        lock = self._lock
         asgi_send = self._asgi_send
         low_water = OUTBOX_LIMIT // 2
         while True:
-            while outbox:
-                event = outbox.popleft()
-                try:
-                    await asgi_send(event)
-                except (OSError, RuntimeError):
-                    # uvicorn's ClientDisconnected: the client is gone; RuntimeError: the
-                    # server has already closed the WebSocket itself (a protocol error from
-                    # the client, its keepalive timing out) before cello heard of it.
-                    self._lost()
-                    return
-                except Exception:
-                    logger.exception("Sending %s failed", event["type"])
-                    self._lost()
-                    return
-                if self._space_waiters and len(outbox) <= low_water:
-                    self._notify_space()
-                if event["type"] in _FINAL_EVENTS and not event.get("more_body"):
-                    self._notify_space()
-                    return
-            if self.close_code is not None and not outbox:
-                return
-            self._writer_idle = True
-            if outbox:
-                self._writer_idle = False
+            with lock:
+                if outbox:
+                    event = outbox.popleft()
+                    room = self._space_waiters and len(outbox) <= low_water
+                    if room:
+                        self._space.notify_all()
+                else:
+                    if self.state in FINISHED:
+                        return
+                    self._writer_idle = True
+                    event = None
+            if event is None:
+                self._writer_wakeup = self._loop.create_future()
+                await self._writer_wakeup
+                self._writer_wakeup = None
                 continue
-            self._writer_wakeup = self._loop.create_future()
-            await self._writer_wakeup
-            self._writer_wakeup = None
-
-    def _notify_space(self) -> None:
-        if self._space_on_loop is not None:
-            self._space_on_loop.set()
-        with self._space:
-            self._space.notify_all()
+            if room and self._space_on_loop is not None:
+                self._space_on_loop.set()
+            try:
+                await asgi_send(event)
+            except _GONE:
+                self._transition(State.LOST, ABNORMAL_CLOSURE)
+                return
+            except Exception:
+                logger.exception("Sending %s failed", event["type"])
+                self._transition(State.LOST, ABNORMAL_CLOSURE)
+                return
+            if ends_connection(event):
+                self._transition(State.CLOSED)
+                return
 
     async def flush(self) -> None:
-        """Wait until the writer has sent everything queued up to the close.
+        """Wait until the outgoing side is finished: the close frame sent, or the client gone.
 
         A client that has stopped reading would hold the connection's task (and this
         wait) for as long as it keeps the socket open: once no event has gone out for
         `FLUSH_STALL_TIMEOUT` seconds the rest is dropped and the connection ends here
         (the server then closes the socket once it can).
         """
-        if self._writer is None and not self._outbox:
-            return  # nothing was ever queued
-        self._wake_writer()
-        writer = self._writer
-        assert writer is not None
-        while not writer.done():
-            # Closed, so nothing is added any more: progress is the outbox shrinking.
+        finished = self._finished
+        while not finished.done():
+            # Closing, so nothing is added any more: progress is the outbox shrinking.
             left = len(self._outbox)
-            await asyncio.wait((writer,), timeout=FLUSH_STALL_TIMEOUT)
-            if not writer.done() and len(self._outbox) == left:
+            await asyncio.wait((finished,), timeout=FLUSH_STALL_TIMEOUT)
+            if not finished.done() and len(self._outbox) >= left:
                 logger.info(
                     "Dropping what a client that stopped reading had not received "
                     "(nothing sent for %.0f s)",
                     FLUSH_STALL_TIMEOUT,
                 )
-                writer.cancel()
-                await asyncio.gather(writer, return_exceptions=True)
-                self._lost()
-                return
+                self._transition(State.LOST, ABNORMAL_CLOSURE)
+                await finished
+        writer = self._writer
+        if writer is not None and not writer.done():
+            writer.cancel()  # idle, or stuck sending to a client that is gone
+            await asyncio.gather(writer, return_exceptions=True)
 
     # ----------------------------------------------------------------- incoming
 
@@ -324,56 +513,54 @@ class Channel:
     async def _run_pump(self) -> None:
         receive = self._receive
         inbox = self._inbox
+        assert inbox is not None, "the pump feeds a sync handler's inbox"
         while True:
             event = await receive()
             kind = event["type"]
             if kind == "websocket.receive":
-                inbox.put(to_message(event))
-                self._received += 1
-                if self._received - self._taken >= INBOX_LIMIT:
-                    await self._wait_for_consumer()
+                size = len(event.get("text") or event.get("bytes") or "")
+                if inbox.put(to_message(event), size):
+                    await self._pump_paused(inbox)
             elif kind == "websocket.disconnect":
-                self._closed_by_peer(event, was_lost(event))
+                self._closed_by_peer(event)
                 return
 
-    async def _wait_for_consumer(self) -> None:
-        self._pump_waiting = True
-        while self._received - self._taken >= INBOX_LIMIT // 2:
-            self._pump_resume.clear()
-            if self._received - self._taken < INBOX_LIMIT // 2:
-                break
-            await self._pump_resume.wait()
-        self._pump_waiting = False
+    async def _pump_paused(self, inbox: Inbox) -> None:
+        """Wait until the handler has taken the inbox down to half (`_resume_pump`)."""
+        resumed = self._pump_resumed
+        while inbox.paused:
+            # Set only on the loop (by `_resume_pump`, scheduled after the inbox unpaused),
+            # so it cannot be set between the check and this clear.
+            resumed.clear()
+            await resumed.wait()
+
+    def _resume_pump(self) -> None:
+        """The inbox has room again (called from the thread that took a message)."""
+        self._on_loop(self._pump_resumed.set)
 
     def recv(self, timeout: float | None = None) -> WebSocketMessage | None:
         """The next client message; a close message once, then `None`. Blocks (not on the loop).
 
         Raises:
             TimeoutError: no message arrived within `timeout` seconds.
+            ConcurrencyError: another thread is already in `recv` on this connection.
         """
-        if self._app_closed:
-            return None
+        inbox = self._inbox
+        if inbox is None:
+            raise RuntimeError(
+                "recv() from a thread is not available on an async route: its handler "
+                "receives with `await ws.recv()` (hand messages to threads yourself)"
+            )
         if threading.get_ident() == self._loop_thread:
             raise RuntimeError(
                 "recv() blocks, so it cannot run on the event loop: "
                 "use an async handler and `await ws.recv()`"
             )
-        try:
-            message = self._inbox.get(timeout=timeout)
-        except queue.Empty:
-            raise TimeoutError(f"no WebSocket message within {timeout} s") from None
-        if message is _CLOSED:
-            self._inbox.put(_CLOSED)  # every later call, in any thread, sees it too
-            return None
-        if message.msg_type != "close":
-            self._taken += 1
-            if self._pump_waiting and self._received - self._taken < INBOX_LIMIT // 2:
-                self._call_soon_threadsafe(self._pump_resume.set)
-        return message
+        return inbox.get(timeout)
 
     async def arecv(self, timeout: float | None = None) -> WebSocketMessage | None:
         """`recv` for async handlers: reads the ASGI `receive` directly, no pump."""
-        if self.close_code is not None:
+        if self.state is not State.OPEN:
             return None
         if timeout is None:
             event = await self._receive()
@@ -386,71 +573,57 @@ class Channel:
         if event["type"] == "websocket.receive":
             return to_message(event)
         if event["type"] == "websocket.disconnect":
-            return self._closed_by_peer(event, was_lost(event))
+            return self._closed_by_peer(event)
         return None
+
+    def _closed_by_peer(self, event: Message) -> WebSocketMessage | None:
+        """The client closed (or vanished): what `recv` returns for it."""
+        if was_lost(event):
+            self._transition(State.LOST, ABNORMAL_CLOSURE)
+            return None
+        code: int = event.get("code", 1005)
+        reason: str = event.get("reason") or ""
+        with self._lock:
+            was_open = self.state is State.OPEN or self.state is State.CONNECTING
+            if not self._enter(State.CLOSED_BY_PEER, code, reason):
+                return None
+        self._after(State.CLOSED_BY_PEER, wake=False)
+        # Once the app has closed, `recv` returns None whatever the client does.
+        return WebSocketMessage.close(code, reason) if was_open else None
 
     # ----------------------------------------------------------------- closing
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
-        """Close from the app's side, from any thread: queue the close frame after what is
-        already queued; later sends raise `ConnectionClosed`, `recv` returns `None`."""
-        if self.close_code is not None:
-            return
-        self._outbox.append({"type": "websocket.close", "code": code, "reason": reason})
-        self._app_closed = True
-        self.close_code = code
-        self.close_reason = reason
-        self._inbox.put(_CLOSED)
-        if threading.get_ident() == self._loop_thread:
-            self._after_close()
-        else:
-            self._call_soon_threadsafe(self._after_close)
+    def accept(self, event: Message) -> None:
+        """Queue the accept (from any thread): the connection is open from now on."""
+        if self._queue((event,), to=State.OPEN)[0] is Queued.CLOSED:
+            raise self._closed_error()
 
-    def _after_close(self) -> None:
-        self._wake_writer()
-        self._notify_space()
+    async def aaccept(self, event: Message) -> None:
+        """`accept` for coroutines on the loop: sent directly while nothing is queued."""
+        outcome, _ = self._queue((event,), to=State.OPEN, direct=True)
+        if outcome is Queued.DIRECT:
+            await self._send_directly(event)
+        elif outcome is Queued.CLOSED:
+            raise self._closed_error()
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close from the app's side, from any thread: the close frame goes after what is
+        already queued; later sends raise `ConnectionClosed`, `recv` returns `None`.
+        Closing a connection that is already closing or closed does nothing."""
+        self._queue((close_event(code, reason),), to=State.CLOSING, code=code, reason=reason)
 
     def deny(self, events: list[Message]) -> None:
         """Refuse the connection before acceptance with the given ASGI events."""
         # All at once: a server may answer as soon as the response start arrives.
-        self._outbox.extend(events)
-        self._app_closed = True
-        self.close_code = 1008
-        self._inbox.put(_CLOSED)
-        self._start_writer()
-
-    def _closed_by_peer(self, event: Message, lost: bool) -> WebSocketMessage | None:
-        """The client closed (or vanished): wake every waiter; what `recv` should return."""
-        if self.close_code is not None:
-            return None
-        code: int = ABNORMAL_CLOSURE if lost else event.get("code", 1005)
-        reason: str = event.get("reason") or ""
-        self.close_code = code
-        self.close_reason = reason
-        self._outbox.clear()  # nothing more can reach this client
-        self._wake_writer()
-        self._notify_space()
-        message = None if lost else WebSocketMessage.close(code, reason)
-        if message is not None:
-            self._inbox.put(message)
-        self._inbox.put(_CLOSED)
-        return message
+        self._queue(events, to=State.DENIED, code=1008)
 
     def abort(self) -> None:
         """The connection's task is going away: fail every waiter and later call at once."""
-        self._lost()
-
-    def _lost(self) -> None:
-        """The ASGI send failed: the client is gone whatever the app had decided."""
-        if self.close_code is None:
-            self._closed_by_peer({"code": ABNORMAL_CLOSURE}, lost=True)
-        else:
-            self._outbox.clear()
-            self._notify_space()
+        self._transition(State.LOST, ABNORMAL_CLOSURE)
 
     async def finish(self) -> None:
-        """End the connection's tasks: flush what the app queued, then stop the pump."""
-        if self.close_code is None:
+        """End the connection's tasks: close if still open, flush, then stop the pump."""
+        if self.state is State.OPEN or self.state is State.CONNECTING:
             self.close(1000)
         await self.flush()
         pump = self._pump
@@ -459,12 +632,20 @@ class Channel:
             pump.cancel()
             await asyncio.gather(pump, return_exceptions=True)
 
-    def _call_soon_threadsafe(self, callback: Any) -> None:
+    def _on_loop(self, callback: Callable[..., Any], *args: Any) -> None:
+        """Run `callback` on the loop: now if this is the loop's thread, else soon."""
+        if threading.get_ident() == self._loop_thread:
+            callback(*args)
+            return
         try:
-            self._loop.call_soon_threadsafe(callback)
+            self._loop.call_soon_threadsafe(callback, *args)
         except RuntimeError:
-            # The loop has closed (process exit): the connection is gone with it.
-            self._lost()
+            # The loop has closed (process exit): the connection is gone with it, and only
+            # threads can still be waiting.
+            with self._lock:
+                self._enter(State.LOST, ABNORMAL_CLOSURE)
+            if self._inbox is not None:
+                self._inbox.end()
 
 
 def wake_writers(channels: list[Channel]) -> None:
@@ -480,7 +661,7 @@ def wake_writers(channels: list[Channel]) -> None:
         first._loop.call_soon_threadsafe(_wake_all, channels)
     except RuntimeError:  # the loop has closed (process exit): the connections are gone
         for channel in channels:
-            channel.abort()
+            channel._on_loop(channel._wake_writer)
 
 
 def _wake_all(channels: list[Channel]) -> None:
@@ -493,21 +674,25 @@ class Mailbox(Generic[T]):
 
     The same wake-up discipline as a channel's outbox: `put` appends, and wakes the
     consumer with one `call_soon_threadsafe` only if it has gone idle, so a burst of puts
-    costs one hop. Unbounded between drains; the consumer bounds what it keeps.
+    costs one hop. Unbounded between drains; the consumer bounds what it keeps. `_lock`
+    guards the items and the idle flag (no reliance on the GIL).
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._loop_thread = threading.get_ident()
+        self._lock = threading.Lock()
         self._items: deque[T] = deque()
-        self._idle = False  # written by the consumer; cleared by producers
-        self._wakeup: asyncio.Future[None] | None = None
+        self._idle = False  # set by the consumer when it waits; cleared by the put that wakes it
+        self._wakeup: asyncio.Future[None] | None = None  # on the loop only
 
     def put(self, item: T) -> None:
         """Hand `item` to the consumer, from any thread."""
-        self._items.append(item)
-        if self._idle:
+        with self._lock:
+            self._items.append(item)
+            wake = self._idle
             self._idle = False
+        if wake:
             if threading.get_ident() == self._loop_thread:
                 self._wake()
             else:
@@ -520,23 +705,24 @@ class Mailbox(Generic[T]):
 
     async def take_all(self) -> list[T]:
         """Wait until something was put, then take everything put so far (on the loop)."""
-        items = self._items
-        while not items:
-            self._idle = True
-            if items:  # put after our check but before it saw the flag
-                break
+        while True:
+            with self._lock:
+                if self._items:
+                    self._idle = False
+                    break
+                self._idle = True
+            # A put from now on sees the flag and schedules `_wake`, which runs on the loop
+            # only after this future exists.
             self._wakeup = self._loop.create_future()
             try:
                 await self._wakeup
             finally:
                 self._wakeup = None
-        self._idle = False
         return self.take_nowait()
 
     def take_nowait(self) -> list[T]:
         """Take everything put so far, without waiting (on the loop)."""
-        items = self._items
-        taken = list(items)
-        for _ in range(len(taken)):
-            items.popleft()
+        with self._lock:
+            taken = list(self._items)
+            self._items.clear()
         return taken

@@ -18,30 +18,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+import anyio
 import anyio.to_thread
 from starlette.exceptions import HTTPException
 from starlette.types import Message, Receive, Scope, Send
 
 from ._bridge import Channel
+from ._events import accept_event, refusal
+from ._threads import HandlerThreads
 from .errors import ConnectionClosed
+from .guards import Guard
+from .hub import Hub
 from .origins import OriginPolicy
 from .request import Request
+from .routing import RouteTable
 from .websocket import AsyncWebSocket, WebSocket
 
-if TYPE_CHECKING:
-    from .app import App
-
 logger = logging.getLogger("cello")
-
-#: A guard looks at the upgrade request before acceptance. It refuses the connection by
-#: raising `HTTPException(status, detail)` or returning `False`; anything else accepts.
-Guard = Callable[[Request], Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +85,23 @@ class WebSocketEndpoint:
         return f"{self.handler.__module__}.{self.handler.__qualname__}"
 
 
+class WebSocketHost(Protocol):
+    """What serving a WebSocket needs from the app (an `App` is one), and nothing more."""
+
+    websocket_routes: RouteTable[WebSocketEndpoint]
+    #: The app-wide origin policy (a route's own replaces it); `None` checks nothing.
+    origin_policy: OriginPolicy | None
+    handler_threads: HandlerThreads
+    #: Open connections, so shutdown can close them.
+    live_channels: set[Channel]
+    hub: Hub
+    #: How long a send waits for room by default (`None`: no limit).
+    send_timeout: float | None
+
+    @property
+    def guard_limiter(self) -> anyio.CapacityLimiter: ...
+
+
 def choose_subprotocol(offered: Sequence[str], supported: Sequence[str]) -> str | None:
     """The first subprotocol in the client's order of preference that the route supports."""
     for candidate in offered:
@@ -94,26 +109,6 @@ def choose_subprotocol(offered: Sequence[str], supported: Sequence[str]) -> str 
         if candidate in supported:
             return candidate
     return None
-
-
-def refusal(scope: Scope, status: int, detail: str, headers: Any = None) -> list[Message]:
-    """The ASGI events that refuse a connection before acceptance.
-
-    An HTTP response with `status` and a JSON body where the server supports the
-    denial-response extension; otherwise close code 1008, which servers answer with 403.
-    """
-    if "websocket.http.response" not in (scope.get("extensions") or {}):
-        return [{"type": "websocket.close", "code": 1008, "reason": ""}]
-    body = json.dumps({"detail": detail}).encode()
-    raw_headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-    ]
-    raw_headers += [(k.lower().encode(), v.encode()) for k, v in dict(headers or {}).items()]
-    return [
-        {"type": "websocket.http.response.start", "status": status, "headers": raw_headers},
-        {"type": "websocket.http.response.body", "body": body},
-    ]
 
 
 def _refusal_for(scope: Scope, error: BaseException | None) -> list[Message]:
@@ -125,7 +120,7 @@ def _refusal_for(scope: Scope, error: BaseException | None) -> list[Message]:
     return refusal(scope, 500, "Internal Server Error")
 
 
-def _origin_allowed(app: App, endpoint: WebSocketEndpoint, scope: Scope) -> bool:
+def _origin_allowed(app: WebSocketHost, endpoint: WebSocketEndpoint, scope: Scope) -> bool:
     """The route's origin policy, else the app's, checked before any guard or handler code."""
     policy = endpoint.origins if endpoint.origins is not None else app.origin_policy
     if policy is None or policy.allows_scope(scope):
@@ -144,7 +139,7 @@ def _log_handler_error(endpoint: WebSocketEndpoint, error: BaseException) -> Non
     logger.error("WebSocket handler %s raised", endpoint.name, exc_info=error)
 
 
-async def serve_websocket(app: App, scope: Scope, receive: Receive, send: Send) -> None:
+async def serve_websocket(app: WebSocketHost, scope: Scope, receive: Receive, send: Send) -> None:
     """The ASGI application for one `websocket` scope."""
     event = await receive()
     if event["type"] != "websocket.connect":
@@ -161,9 +156,11 @@ async def serve_websocket(app: App, scope: Scope, receive: Receive, send: Send) 
         return
     request = Request(scope, params)
     subprotocol = choose_subprotocol(scope.get("subprotocols") or (), endpoint.subprotocols)
-    accept: Message = {"type": "websocket.accept", "subprotocol": subprotocol}
+    accept = accept_event(subprotocol)
     loop = asyncio.get_running_loop()
-    channel = Channel(loop, receive, send)
+    channel = Channel(
+        loop, receive, send, sync_reader=not endpoint.is_async, send_timeout=app.send_timeout
+    )
     app.live_channels.add(channel)
     if not app.hub.running:
         await app.hub.start()  # served without lifespan (mounted): start on first use
@@ -178,7 +175,7 @@ async def serve_websocket(app: App, scope: Scope, receive: Receive, send: Send) 
 
 
 async def _run_async(
-    app: App,
+    app: WebSocketHost,
     endpoint: WebSocketEndpoint,
     channel: Channel,
     request: Request,
@@ -204,22 +201,22 @@ async def _run_async(
         await channel.finish()
         return
     ws = AsyncWebSocket(channel, request, subprotocol)
-    await channel.asend(accept)
     try:
+        await channel.aaccept(accept)
         await _call_handler(endpoint, ws, request)
     except ConnectionClosed:
         pass  # a send raced the client's departure: a normal end
-    except Exception as exc:  # noqa: BLE001 - the handler boundary: log, close 1011, serve on
-        _log_handler_error(endpoint, exc)
-        channel.close(1011, "internal error")
     except asyncio.CancelledError:
         channel.abort()
         raise
+    except Exception as exc:  # noqa: BLE001 - the handler boundary: log, close 1011, serve on
+        _log_handler_error(endpoint, exc)
+        channel.close(1011, "internal error")
     await channel.finish()
 
 
 async def _run_sync(
-    app: App,
+    app: WebSocketHost,
     endpoint: WebSocketEndpoint,
     channel: Channel,
     request: Request,
@@ -237,11 +234,12 @@ async def _run_sync(
     def run_in_thread() -> None:
         try:
             if _guards_allow(endpoint, request, channel, loop):
-                channel.send(accept)
+                channel.accept(accept)
                 _call_handler(endpoint, ws, request)
         except ConnectionClosed:
             pass  # a send raced the client's departure: a normal end
-        except Exception as exc:  # noqa: BLE001 - the handler boundary: log, close 1011
+        except BaseException as exc:  # noqa: BLE001 - the handler boundary, SystemExit included:
+            # log and close 1011; the thread goes back to the pool, never dies with its job.
             _log_handler_error(endpoint, exc)
             channel.close(1011, "internal error")
         finally:
@@ -252,11 +250,12 @@ async def _run_sync(
     channel.start_pump()
     if not app.handler_threads.submit(run_in_thread):
         logger.warning(
-            "All %d WebSocket handler threads are busy; refusing %s with 1013",
-            app.handler_threads.limit,
+            "No WebSocket handler thread for %s (%d of %d busy); refusing it with 1013",
             request.path,
+            app.handler_threads.busy,
+            app.handler_threads.limit,
         )
-        channel.send(accept)
+        channel.accept(accept)
         channel.close(1013, "server busy, try again later")
         await channel.finish()
         return

@@ -11,11 +11,15 @@ burst of short connections does not pay for a new thread each. Idle threads exit
 from __future__ import annotations
 
 import itertools
+import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 
 Job = Callable[[], None]
+
+logger = logging.getLogger("cello")
 
 _counter = itertools.count(1)
 
@@ -47,7 +51,8 @@ class HandlerThreads:
         return self._busy
 
     def submit(self, job: Job) -> bool:
-        """Run `job` on a pool thread; `False` (and nothing runs) when the budget is spent."""
+        """Run `job` on a pool thread; `False` (and nothing runs) when the budget is spent
+        or the system refuses a new thread (the limit on processes, memory)."""
         with self._lock:
             if self._closed:
                 raise RuntimeError("the handler thread pool has been shut down")
@@ -62,10 +67,23 @@ class HandlerThreads:
                 target=self._work, args=(job,), name=f"{self._name}-{next(_counter)}", daemon=True
             )
             self._threads.add(thread)
-        thread.start()
+        try:
+            thread.start()
+        except RuntimeError as exc:  # "can't start new thread": RLIMIT_NPROC, memory
+            with self._lock:
+                self._busy -= 1
+                self._threads.discard(thread)
+            logger.error("Could not start a WebSocket handler thread: %s", exc)
+            return False
         return True
 
     def _work(self, job: Job | None) -> None:
+        """Run jobs until none comes within `idle_timeout`, or the pool closes.
+
+        A thread counts as idle only while it waits in `_next_job`, so a job that raises
+        anything (even `SystemExit`) ends its thread without leaving a ghost idle count
+        behind that `submit` would hand the next job to.
+        """
         try:
             while job is not None:
                 try:
@@ -73,14 +91,16 @@ class HandlerThreads:
                 finally:
                     with self._lock:
                         self._busy -= 1
-                        if not self._closed:
-                            self._idle += 1
-                job = None if self._closed else self._next_job()
+                job = self._next_job()
         finally:
             with self._lock:
                 self._threads.discard(threading.current_thread())
 
     def _next_job(self) -> Job | None:
+        with self._lock:
+            if self._closed:
+                return None
+            self._idle += 1
         try:
             return self._jobs.get(timeout=self.idle_timeout)
         except queue.Empty:
@@ -95,7 +115,8 @@ class HandlerThreads:
     def shutdown(self, timeout: float | None = None) -> None:
         """Close the pool: idle threads exit now, busy ones when their job returns.
 
-        Waits up to `timeout` seconds for every thread to end. A closed pool takes no jobs.
+        Waits up to `timeout` seconds in all (not per thread) for every thread to end. A
+        closed pool takes no jobs.
         """
         with self._lock:
             self._closed = True
@@ -103,6 +124,11 @@ class HandlerThreads:
                 self._jobs.put(None)
             self._idle = 0
             threads = list(self._threads)
+        deadline = None if timeout is None else time.monotonic() + timeout
         for thread in threads:
-            if thread is not threading.current_thread():
-                thread.join(timeout)
+            if thread is threading.current_thread():
+                continue
+            if deadline is None:
+                thread.join()
+            else:
+                thread.join(max(0.0, deadline - time.monotonic()))

@@ -17,10 +17,11 @@ import anyio
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ._bridge import Channel
-from ._connection import Guard, WebSocketEndpoint, serve_websocket
+from ._connection import WebSocketEndpoint, serve_websocket
 from ._http import HttpEndpoint, MethodMap, serve_http
 from ._threads import HandlerThreads
 from .blueprints import Routes
+from .guards import Guard
 from .hub import Hub
 from .origins import OriginPolicy
 from .routing import RouteTable
@@ -52,6 +53,10 @@ class App(Routes):
             shared by every process that should see the broadcasts, a `Hub`, or `None` to
             read the `CELLO_HUB_URL` environment variable, in memory (this process only)
             when that is unset.
+        send_timeout: How long a WebSocket send may wait for a client that has fallen far
+            behind (seconds; `None`, the default, waits as long as it takes). Past it the
+            client is taken to have stopped reading: the connection is closed with 1008
+            and the send raises `ConnectionClosed`. A send's own `timeout=` overrides it.
     """
 
     def __init__(
@@ -62,6 +67,7 @@ class App(Routes):
         max_body_size: int = 16 * 1024 * 1024,
         allowed_origins: Sequence[str] | None = None,
         hub: str | Hub | None = None,
+        send_timeout: float | None = None,
     ) -> None:
         self.websocket_routes: RouteTable[WebSocketEndpoint] = RouteTable()
         self.http_routes: RouteTable[MethodMap] = RouteTable()
@@ -69,6 +75,9 @@ class App(Routes):
         self.handler_threads = HandlerThreads(websocket_threads)
         self.http_threads = http_threads
         self.max_body_size = max_body_size
+        if send_timeout is not None and send_timeout <= 0:
+            raise ValueError("send_timeout must be positive (or None: no limit)")
+        self.send_timeout = send_timeout
         #: The origins every WebSocket route accepts unless it has its own list.
         self.origin_policy = OriginPolicy.of(allowed_origins)
         #: Open WebSocket connections, so shutdown can close them.

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from ._connection import Guard
+from .guards import Guard
 from .origins import OriginPolicy
 
 F = TypeVar("F", bound=Callable[..., Any])

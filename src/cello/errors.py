@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.exceptions import HTTPException
 
-__all__ = ["ConnectionClosed", "HTTPException"]
+__all__ = ["ConcurrencyError", "ConnectionClosed", "HTTPException"]
 
 
 class ConnectionClosed(ConnectionError):
@@ -21,3 +21,7 @@ class ConnectionClosed(ConnectionError):
         super().__init__(
             f"WebSocket connection closed (code {code}{', ' + reason if reason else ''})"
         )
+
+
+class ConcurrencyError(RuntimeError):
+    """Two threads used a connection in a way that must not overlap (both in `recv()`)."""

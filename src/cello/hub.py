@@ -18,7 +18,6 @@ disconnected with close code 1008 ("client too slow") and the others go on; that
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -27,7 +26,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 from starlette.types import Message
 
-from ._bridge import Channel, Enqueued, wake_writers
+from ._bridge import Channel, Queued, wake_writers
+from ._events import broadcast_event
 from .websocket import AsyncWebSocket, WebSocket
 
 if TYPE_CHECKING:
@@ -44,20 +44,6 @@ DEFAULT_MAX_QUEUE: Final = 1024
 logger = logging.getLogger("cello.hub")
 
 Member = WebSocket | AsyncWebSocket
-
-
-def message_event(
-    message: str | bytes | bytearray | memoryview | dict[str, Any] | list[Any],
-) -> Message:
-    """The ASGI send event for a broadcast: text for `str`, binary for bytes, JSON text for
-    a `dict` or `list`."""
-    if isinstance(message, str):
-        return {"type": "websocket.send", "text": message}
-    if isinstance(message, bytes | bytearray | memoryview):
-        return {"type": "websocket.send", "bytes": bytes(message)}
-    if isinstance(message, dict | list):
-        return {"type": "websocket.send", "text": json.dumps(message, separators=(",", ":"))}
-    raise TypeError(f"broadcast() takes str, bytes, dict or list, not {type(message).__name__}")
 
 
 def _channel_of(ws: Member) -> Channel:
@@ -196,9 +182,15 @@ class Hub:
         process. Returns once the message is queued for this process's members and handed
         to the relay; it never waits for a member, so it is safe on the event loop too.
         Messages one thread broadcasts reach each member in the order broadcast.
+
+        Raises:
+            ValueError: `message` is text that is not valid Unicode (a lone surrogate, as
+                `json.loads` gives for `"\\ud800"`): it reaches no member, and none of them
+                is affected.
+            TypeError: `message` is of another type.
         """
         _check_group(group)
-        event = message_event(message)
+        event = broadcast_event(message)
         excluded = _excluded(exclude)
         self._deliver(group, event, excluded)
         if self._relay is not None:
@@ -224,9 +216,9 @@ class Hub:
             if channel in excluded:
                 continue
             outcome = channel.enqueue(event, limit)
-            if outcome is Enqueued.WAKE:
+            if outcome is Queued.WAKE:
                 to_wake.append(channel)
-            elif outcome is Enqueued.TOO_SLOW:
+            elif outcome is Queued.TOO_SLOW:
                 logger.warning(
                     "Disconnected a member of group %r with 1008: %d messages behind",
                     group,

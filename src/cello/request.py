@@ -91,6 +91,11 @@ class Request(HTTPConnection):
                 self._json = json.loads(self._body)
             except ValueError as exc:
                 raise HTTPException(400, f"Malformed JSON in the request body: {exc}") from exc
+            except RecursionError:
+                # Valid JSON nested deeper than the parser recurses: refused like malformed.
+                raise HTTPException(
+                    400, "The JSON in the request body is nested too deeply"
+                ) from None
         return self._json
 
     def form(self) -> FormData:

@@ -12,45 +12,21 @@ import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from starlette.types import Message
-
 from ._bridge import Channel
+from ._events import binary_event, check_close, json_event, text_event
 from .errors import ConnectionClosed
 from .messages import WebSocketMessage
 from .request import Request
 
 __all__ = ["AsyncWebSocket", "WebSocket"]
 
-#: Close codes an application may send (RFC 6455 section 7.4, plus the private range).
-_SENDABLE_CODES = frozenset(
-    {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014}
-)
 
+def parse_json(message: WebSocketMessage | None, channel: Channel) -> Any:
+    """A received message's JSON value; `ValueError` for anything that is not JSON.
 
-def _text_event(text: str) -> Message:
-    if type(text) is not str and not isinstance(text, str):
-        raise TypeError(f"send_text() takes a str, not {type(text).__name__}")
-    return {"type": "websocket.send", "text": text}
-
-
-def _binary_event(data: bytes | bytearray | memoryview) -> Message:
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise TypeError(f"send_binary() takes bytes, not {type(data).__name__}")
-    return {"type": "websocket.send", "bytes": bytes(data)}
-
-
-def _json_event(value: Any) -> Message:
-    return {"type": "websocket.send", "text": json.dumps(value, separators=(",", ":"))}
-
-
-def _check_close(code: int, reason: str) -> None:
-    if code not in _SENDABLE_CODES and not 3000 <= code <= 4999:
-        raise ValueError(f"{code} is not a close code an application may send")
-    if len(reason.encode()) > 123:
-        raise ValueError("a close reason is at most 123 bytes of UTF-8")
-
-
-def _parse_json(message: WebSocketMessage | None, channel: Channel) -> Any:
+    A client's JSON may be nested deeper than the parser's recursion allows: that is
+    malformed input like any other, not a server error.
+    """
     if message is None or message.msg_type == "close":
         raise ConnectionClosed(channel.close_code or 1005, channel.close_reason)
     raw = message.text if message.msg_type == "text" else message.data
@@ -58,6 +34,8 @@ def _parse_json(message: WebSocketMessage | None, channel: Channel) -> Any:
         return json.loads(raw or b"")
     except ValueError as exc:
         raise ValueError(f"the message is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise ValueError("the message is JSON nested too deeply to parse") from None
 
 
 class WebSocket:
@@ -67,6 +45,11 @@ class WebSocket:
     handler (to broadcast) or a thread the app started. Messages sent from one thread
     arrive in the order sent. Sends wait while the client is far behind (a bounded
     queue), and raise `ConnectionClosed` once the connection is closed.
+
+    Sends take an optional `timeout`: how long to wait for room while the client is far
+    behind (default: the app's `send_timeout`, itself `None`, no limit). When it expires
+    the client is taken to have stopped reading: what is queued for it is dropped, the
+    connection is closed with 1008 and the send raises `ConnectionClosed`.
 
     Attributes:
         request: The upgrade request: `params`, `query`, `headers`, `cookies`, `client`.
@@ -83,26 +66,33 @@ class WebSocket:
     @property
     def connected(self) -> bool:
         """Whether the connection is open: neither side has closed it, the client is there."""
-        return self._channel.close_code is None
+        return self._channel.open
 
     @property
     def close_code(self) -> int | None:
         """The close code once closed (by either side), else `None`."""
         return self._channel.close_code
 
-    def send_text(self, text: str) -> None:
-        """Send a text message."""
-        self._channel.send(_text_event(text))
+    def send_text(self, text: str, timeout: float | None = None) -> None:
+        """Send a text message.
 
-    def send_binary(self, data: bytes | bytearray | memoryview) -> None:
+        Raises:
+            ValueError: the text is not valid Unicode (a lone surrogate): nothing is sent.
+            ConnectionClosed: the connection is closed (or was closed waiting `timeout`).
+        """
+        self._channel.send(text_event(text), timeout)
+
+    def send_binary(
+        self, data: bytes | bytearray | memoryview, timeout: float | None = None
+    ) -> None:
         """Send a binary message."""
-        self._channel.send(_binary_event(data))
+        self._channel.send(binary_event(data), timeout)
 
-    def send_json(self, value: Any) -> None:
+    def send_json(self, value: Any, timeout: float | None = None) -> None:
         """Send `value` as JSON in a text message."""
-        self._channel.send(_json_event(value))
+        self._channel.send(json_event(value), timeout)
 
-    def send(self, message: WebSocketMessage) -> None:
+    def send(self, message: WebSocketMessage, timeout: float | None = None) -> None:
         """Send a `WebSocketMessage`.
 
         Text and binary messages are sent; a close message closes the connection with its
@@ -112,17 +102,17 @@ class WebSocket:
         """
         kind = message.msg_type
         if kind == "text":
-            self._channel.send(_text_event(message.text or ""))
+            self._channel.send(text_event(message.text or ""), timeout)
         elif kind == "binary":
-            self._channel.send(_binary_event(message.data or b""))
+            self._channel.send(binary_event(message.data or b""), timeout)
         elif kind == "close":
             self.close(message.code or 1000, message.reason)
-        elif self._channel.close_code is not None:
-            raise ConnectionClosed(self._channel.close_code, self._channel.close_reason)
+        else:
+            self._channel.check_open()
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Close the connection after the messages already sent; closing twice does nothing."""
-        _check_close(code, reason)
+        check_close(code, reason)
         self._channel.close(code, reason)
 
     def recv(self, timeout: float | None = None) -> WebSocketMessage | None:
@@ -134,6 +124,8 @@ class WebSocket:
 
         Raises:
             TimeoutError: nothing arrived within `timeout` seconds.
+            ConcurrencyError: another thread is already waiting in `recv()` on this
+                connection (read a connection from one thread at a time).
         """
         return self._channel.recv(timeout)
 
@@ -141,11 +133,12 @@ class WebSocket:
         """Wait for the next message and parse it as JSON.
 
         Raises:
-            ValueError: the message is not valid JSON (the connection stays open).
+            ValueError: the message is not valid JSON, or nested too deeply to parse (the
+                connection stays open).
             ConnectionClosed: the connection closed instead.
             TimeoutError: nothing arrived within `timeout` seconds.
         """
-        return _parse_json(self._channel.recv(timeout), self._channel)
+        return parse_json(self._channel.recv(timeout), self._channel)
 
     def __iter__(self) -> Iterator[WebSocketMessage]:
         """Iterate over text and binary messages until the connection closes."""
@@ -165,6 +158,7 @@ class AsyncWebSocket:
 
     `send_*` and `close` may also be called from other threads through
     `WebSocket`-style plain calls on `.sync`, which a broadcasting sync handler can hold.
+    Receiving is the handler's own: `.sync.recv()` raises `RuntimeError`.
     """
 
     __slots__ = ("_channel", "request", "subprotocol", "sync")
@@ -173,46 +167,48 @@ class AsyncWebSocket:
         self._channel = channel
         self.request = request
         self.subprotocol = subprotocol
-        #: The same connection as a sync `WebSocket`, for use from threads.
+        #: The same connection as a sync `WebSocket`, for sending from threads.
         self.sync = WebSocket(channel, request, subprotocol)
 
     @property
     def connected(self) -> bool:
         """Whether the connection is open."""
-        return self._channel.close_code is None
+        return self._channel.open
 
     @property
     def close_code(self) -> int | None:
         """The close code once closed (by either side), else `None`."""
         return self._channel.close_code
 
-    async def send_text(self, text: str) -> None:
-        """Send a text message."""
-        await self._channel.asend(_text_event(text))
+    async def send_text(self, text: str, timeout: float | None = None) -> None:
+        """Send a text message; as `WebSocket.send_text`."""
+        await self._channel.asend(text_event(text), timeout)
 
-    async def send_binary(self, data: bytes | bytearray | memoryview) -> None:
+    async def send_binary(
+        self, data: bytes | bytearray | memoryview, timeout: float | None = None
+    ) -> None:
         """Send a binary message."""
-        await self._channel.asend(_binary_event(data))
+        await self._channel.asend(binary_event(data), timeout)
 
-    async def send_json(self, value: Any) -> None:
+    async def send_json(self, value: Any, timeout: float | None = None) -> None:
         """Send `value` as JSON in a text message."""
-        await self._channel.asend(_json_event(value))
+        await self._channel.asend(json_event(value), timeout)
 
-    async def send(self, message: WebSocketMessage) -> None:
+    async def send(self, message: WebSocketMessage, timeout: float | None = None) -> None:
         """Send a `WebSocketMessage`; ping and pong as for `WebSocket.send`."""
         kind = message.msg_type
         if kind == "text":
-            await self._channel.asend(_text_event(message.text or ""))
+            await self._channel.asend(text_event(message.text or ""), timeout)
         elif kind == "binary":
-            await self._channel.asend(_binary_event(message.data or b""))
+            await self._channel.asend(binary_event(message.data or b""), timeout)
         elif kind == "close":
             await self.close(message.code or 1000, message.reason)
-        elif self._channel.close_code is not None:
-            raise ConnectionClosed(self._channel.close_code, self._channel.close_reason)
+        else:
+            self._channel.check_open()
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close the connection after the messages already sent."""
-        _check_close(code, reason)
+        check_close(code, reason)
         self._channel.close(code, reason)
 
     async def recv(self, timeout: float | None = None) -> WebSocketMessage | None:
@@ -221,7 +217,7 @@ class AsyncWebSocket:
 
     async def recv_json(self, timeout: float | None = None) -> Any:
         """Wait for the next message and parse it as JSON; as `WebSocket.recv_json`."""
-        return _parse_json(await self._channel.arecv(timeout), self._channel)
+        return parse_json(await self._channel.arecv(timeout), self._channel)
 
     async def __aiter__(self) -> AsyncIterator[WebSocketMessage]:
         """Iterate over text and binary messages until the connection closes."""

@@ -1,0 +1,656 @@
+"""The connection core (`cello._bridge.Channel`) driven by a scripted fake ASGI server.
+
+No server, no sockets: `FakeASGI` is the ASGI `receive`/`send` pair a server would hand the
+app, scripted by the test (events to receive, a gate that holds sends back, a failure to
+raise), so every state transition runs in milliseconds. Transport behaviour is tested
+end to end in test_transport.py and test_faults.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import pytest
+
+from cello import ConnectionClosed, WebSocketMessage
+from cello._bridge import FINISHED, OUTBOX_LIMIT, Channel, Queued, State, wake_writers
+from cello._events import accept_event, close_event, text_event
+
+WAIT = 5.0  # seconds any single expectation may take before the test fails
+
+ACCEPT = accept_event(None)
+
+
+class FakeASGI:
+    """The `receive` and `send` an ASGI server gives a WebSocket app, scripted."""
+
+    def __init__(self) -> None:
+        self.incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.sent: list[dict[str, Any]] = []
+        self.gate = asyncio.Event()  # sends wait while it is clear
+        self.gate.set()
+        self.entered = asyncio.Event()  # set when a send has started (and waits at the gate)
+        self.fail: BaseException | None = None  # raised by the next send
+
+    async def receive(self) -> dict[str, Any]:
+        return await self.incoming.get()
+
+    async def send(self, event: dict[str, Any]) -> None:
+        self.entered.set()
+        await self.gate.wait()
+        if self.fail is not None:
+            raise self.fail
+        self.sent.append(event)
+
+    def client_sends(self, text: str) -> None:
+        self.incoming.put_nowait({"type": "websocket.receive", "text": text})
+
+    def client_closes(self, code: int = 1000, reason: str = "") -> None:
+        self.incoming.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+
+    def client_vanishes(self) -> None:
+        self.incoming.put_nowait({"type": "websocket.disconnect", "code": 1006})
+
+    def texts(self) -> list[str]:
+        return [e["text"] for e in self.sent if e["type"] == "websocket.send" and "text" in e]
+
+    def kinds(self) -> list[str]:
+        return [e["type"].removeprefix("websocket.") for e in self.sent]
+
+
+def run(test: Callable[[FakeASGI], Awaitable[None]]) -> None:
+    """Run `test` on a fresh event loop with a fresh fake server, bounded in time."""
+
+    async def main() -> None:
+        fake = FakeASGI()
+        async with asyncio.timeout(WAIT * 2):
+            await test(fake)
+
+    asyncio.run(main())
+
+
+def channel_for(fake: FakeASGI, **options: Any) -> Channel:
+    return Channel(asyncio.get_running_loop(), fake.receive, fake.send, **options)
+
+
+async def in_thread(fn: Callable[[], Any]) -> Any:
+    """Run a blocking call in a plain thread, as a handler thread would."""
+    return await asyncio.to_thread(fn)
+
+
+async def settle() -> None:
+    """Let every ready callback and task on the loop run (a few rounds of the loop)."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+# ----------------------------------------------------------------- every transition
+
+
+def test_connecting_open_closing_closed() -> None:
+    async def test(fake: FakeASGI) -> None:
+        channel = channel_for(fake)
+        assert channel.state is State.CONNECTING
+        assert not channel.open
+        channel.accept(ACCEPT)
+        assert channel.state is State.OPEN
+        assert channel.open
+        channel.send(text_event("one"))
+        channel.close(1000, "bye")
+        assert channel.state is State.CLOSING
+        with pytest.raises(ConnectionClosed) as closed:
+            channel.send(text_event("late"))
+        assert closed.value.code == 1000
+        await channel.finish()
+        assert channel.state is State.CLOSED
+        assert fake.kinds() == ["accept", "send", "close"]
+        assert fake.sent[-1] == close_event(1000, "bye")
+
+    run(test)
+
+
+def test_denied_then_closed() -> None:
+    async def test(fake: FakeASGI) -> None:
+        channel = channel_for(fake)
+        events = [
+            {"type": "websocket.http.response.start", "status": 401, "headers": []},
+            {"type": "websocket.http.response.body", "body": b"no"},
+        ]
+        channel.deny(events)
+        assert channel.state is State.DENIED
+        assert channel.close_code == 1008
+        with pytest.raises(ConnectionClosed):
+            channel.accept(ACCEPT)
+        await channel.finish()
+        assert channel.state is State.CLOSED
+        assert fake.sent == events
+
+    run(test)
+
+
+def test_close_before_accept_is_a_refusal() -> None:
+    async def test(fake: FakeASGI) -> None:
+        channel = channel_for(fake)
+        channel.close(1011, "internal error")
+        assert channel.state is State.CLOSING
+        await channel.finish()
+        assert fake.kinds() == ["close"]
+
+    run(test)
+
+
+def test_client_leaving_before_accept() -> None:
+    async def test(fake: FakeASGI) -> None:
+        channel = channel_for(fake)
+        channel.start_pump()
+        fake.client_closes(1001)
+        await settle()
+        assert channel.state is State.CLOSED_BY_PEER
+        with pytest.raises(ConnectionClosed) as closed:
+            channel.accept(ACCEPT)
+        assert closed.value.code == 1001
+        await channel.finish()
+        assert fake.sent == []
+
+    run(test)
+
+
+def test_peer_close_gives_one_close_message_then_none() -> None:
+    async def test(fake: FakeASGI) -> None:
+        channel = channel_for(fake)
+        channel.accept(ACCEPT)
+        channel.start_pump()
+        fake.client_sends("hi")
+        fake.client_closes(4000, "done")
+        received = await in_thread(lambda: [channel.recv(WAIT) for _ in range(3)])
+        assert received == [
+            WebSocketMessage("text", "hi"),
+            WebSocketMessage.close(4000, "done"),
+            None,
+        ]
+        assert channel.state is State.CLOSED_BY_PEER
+        with pytest.raises(ConnectionClosed) as closed:
+            channel.send(text_event("late"))
+        assert (closed.value.code, closed.value.reason) == (4000, "done")
+        await channel.finish()
+        assert channel.state is State.CLOSED_BY_PEER  # nothing more goes out
+        assert fake.kinds() == ["accept"]
+
+    run(test)
+
+
+def test_lost_connection_gives_none() -> None:
+    async def test(fake: FakeASGI) -> None:
+        channel = channel_for(fake)
+        channel.accept(ACCEPT)
+        channel.start_pump()
+        fake.client_vanishes()
+        assert await in_thread(lambda: channel.recv(WAIT)) is None
+        assert channel.state is State.LOST
+        assert channel.close_code == 1006
+        await channel.finish()
+
+    run(test)
+
+
+def test_a_failed_send_loses_the_connection() -> None:
+    async def test(fake: FakeASGI) -> None:
+        channel = channel_for(fake)
+        channel.accept(ACCEPT)
+        await settle()
+        fake.fail = OSError("client gone")
+        channel.send(text_event("x"))
+        await settle()
+        assert channel.state is State.LOST
+        with pytest.raises(ConnectionClosed) as closed:
+            channel.send(text_event("y"))
+        assert closed.value.code == 1006
+        await channel.finish()
+
+    run(test)
+
+
+def test_client_closing_while_the_app_closes() -> None:
+    async def test(fake: FakeASGI) -> None:
+        channel = channel_for(fake)
+        channel.accept(ACCEPT)
+        channel.start_pump()
+        await settle()
+        fake.gate.clear()
+        channel.send(text_event("held"))
+        channel.close(1000)
+        fake.client_closes(1001)
+        await settle()
+        assert channel.state is State.CLOSED_BY_PEER
+        assert channel.close_code == 1000  # the first close decides the code
+        assert await in_thread(lambda: channel.recv(WAIT)) is None  # the app closed first
+        fake.gate.set()
+        await channel.finish()
+
+    run(test)
+
+
+def test_a_denial_that_cannot_be_sent_is_lost() -> None:
+    async def test(fake: FakeASGI) -> None:
+        channel = channel_for(fake)
+        fake.fail = RuntimeError("Unexpected ASGI message 'websocket.close'")
+        channel.deny([close_event(1008, "")])
+        await channel.finish()
+        assert channel.state is State.LOST
+
+    run(test)
+
+
+def test_finished_states_refuse_every_transition() -> None:
+    async def test(fake: FakeASGI) -> None:
+        for finished in FINISHED:
+            channel = channel_for(fake)
+            channel.state = finished
+            for target in State:
+                with channel._lock:
+                    assert not channel._enter(target)
+            assert channel.state is finished
+            channel.close()  # closing a finished connection does nothing
+            assert channel.state is finished
+
+    run(test)
+
+
+def test_closing_twice_keeps_the_first_code() -> None:
+    async def test(fake: FakeASGI) -> None:
+        channel = channel_for(fake)
+        channel.accept(ACCEPT)
+        channel.close(4001, "first")
+        channel.close(4002, "second")
+        await channel.finish()
+        assert fake.sent[-1] == close_event(4001, "first")
+        assert fake.kinds().count("close") == 1
+
+    run(test)
+
+
+# ----------------------------------------------------------------- defects it prevents
+
+
+def test_an_async_sender_waiting_for_room_is_woken() -> None:
+    """Hub broadcasts fill the outbox past its limit while an async handler sends: it is
+    woken when the writer drains, though no thread waits (it used to wait forever)."""
+
+    async def test(fake: FakeASGI) -> None:
+        channel = channel_for(fake)
+        await channel.aaccept(ACCEPT)
+        fake.gate.clear()
+        to_wake = [channel] if channel.enqueue(text_event("b0"), 1024) is Queued.WAKE else []
+        for i in range(1, OUTBOX_LIMIT + 10):
+            assert channel.enqueue(text_event(f"b{i}"), 1024) is Queued.QUEUED
+        wake_writers(to_wake)
+        sender = asyncio.create_task(channel.asend(text_event("mine")))
+        await settle()
+        assert not sender.done()  # waiting for room
+        fake.gate.set()
+        await asyncio.wait_for(sender, WAIT)
+        await channel.finish()
+        assert fake.texts()[-1] == "mine"
+
+    run(test)
+
+
+def test_a_handler_returning_while_a_task_is_mid_send() -> None:
+    """An async handler's background task is sending when the handler returns: the close
+    goes out after that send (it used to fail an assertion in flush)."""
+
+    async def test(fake: FakeASGI) -> None:
+        channel = channel_for(fake)
+        await channel.aaccept(ACCEPT)
+        fake.gate.clear()
+        fake.entered.clear()
+        background = asyncio.create_task(channel.asend(text_event("from a task")))
+        await fake.entered.wait()  # the task is inside the ASGI send
+        finishing = asyncio.create_task(channel.finish())
+        await settle()
+        assert not finishing.done()
+        fake.gate.set()
+        await asyncio.wait_for(asyncio.gather(background, finishing), WAIT)
+        assert fake.kinds() == ["accept", "send", "close"]
+        assert channel.state is State.CLOSED
+
+    run(test)
+
+
+def test_a_send_racing_close_from_another_thread_goes_out_or_raises() -> None:
+    """Senders in several threads while another thread closes: every send that returned
+    normally is delivered ahead of the close frame (none returns and is then dropped)."""
+
+    async def test(fake: FakeASGI) -> None:
+        for _ in range(20):
+            fake.sent.clear()
+            channel = channel_for(fake)
+            channel.accept(ACCEPT)
+            returned: list[str] = []
+            start = threading.Barrier(5)
+
+            def sender(
+                name: str, channel: Channel = channel, start: Any = start, returned: Any = returned
+            ) -> None:
+                start.wait()
+                for i in range(200):
+                    text = f"{name}-{i}"
+                    try:
+                        channel.send(text_event(text))
+                    except ConnectionClosed:
+                        return
+                    returned.append(text)
+
+            def closer(channel: Channel = channel, start: Any = start) -> None:
+                start.wait()
+                channel.close(1000)
+
+            switch = sys.getswitchinterval()
+            sys.setswitchinterval(1e-6)
+            try:
+                await asyncio.gather(
+                    *(in_thread(lambda n=n: sender(n)) for n in "abcd"), in_thread(closer)
+                )
+            finally:
+                sys.setswitchinterval(switch)
+            await channel.finish()
+            assert fake.kinds()[-1] == "close"
+            assert set(returned) <= set(fake.texts()), "a send returned but was dropped"
+
+    run(test)
+
+
+def test_recv_from_a_thread_on_an_async_route_raises() -> None:
+    async def test(fake: FakeASGI) -> None:
+        channel = channel_for(fake, sync_reader=False)
+        await channel.aaccept(ACCEPT)
+        with pytest.raises(RuntimeError, match="async route"):
+            await in_thread(lambda: channel.recv(WAIT))
+        await channel.finish()
+
+    run(test)
+
+
+def test_recv_on_the_loop_thread_raises() -> None:
+    async def test(fake: FakeASGI) -> None:
+        channel = channel_for(fake)
+        with pytest.raises(RuntimeError, match="event loop"):
+            channel.recv(0)
+        await channel.finish()
+
+    run(test)
+
+
+def test_a_closed_in_process_stream_is_a_disconnect(caplog: pytest.LogCaptureFixture) -> None:
+    """httpx-ws's in-process transport raises anyio.ClosedResourceError once the client
+    has closed: the connection is lost quietly (it used to log a traceback)."""
+
+    async def test(fake: FakeASGI) -> None:
+        channel = channel_for(fake)
+        channel.accept(ACCEPT)
+        await settle()
+        fake.fail = anyio.ClosedResourceError()
+        channel.close(1000)
+        await channel.finish()
+        assert channel.state is State.LOST
+
+    with caplog.at_level(logging.INFO, logger="cello"):
+        run(test)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_an_unexpected_send_error_is_logged_and_loses_the_connection(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def test(fake: FakeASGI) -> None:
+        channel = channel_for(fake)
+        fake.fail = ValueError("a server bug")
+        channel.accept(ACCEPT)
+        await channel.finish()
+        assert channel.state is State.LOST
+
+    run(test)
+    assert "Sending websocket.accept failed" in caplog.text
+
+
+# ----------------------------------------------------------------- back-pressure, timeouts
+
+
+def test_a_thread_sender_waits_for_room_then_goes_on() -> None:
+    async def test(fake: FakeASGI) -> None:
+        channel = channel_for(fake)
+        channel.accept(ACCEPT)
+        await settle()
+        fake.gate.clear()
+        sending = asyncio.ensure_future(
+            in_thread(lambda: [channel.send(text_event(str(i))) for i in range(OUTBOX_LIMIT + 5)])
+        )
+        await asyncio.sleep(0.05)  # not synchronization: a chance to wrongly finish early
+        assert not sending.done()
+        fake.gate.set()
+        await asyncio.wait_for(sending, WAIT)
+        await channel.finish()
+        assert fake.texts() == [str(i) for i in range(OUTBOX_LIMIT + 5)]
+
+    run(test)
+
+
+def test_a_send_timeout_closes_a_client_that_stopped_reading() -> None:
+    async def test(fake: FakeASGI) -> None:
+        channel = channel_for(fake)
+        channel.accept(ACCEPT)
+        await settle()
+        fake.gate.clear()  # the client reads nothing
+
+        def flood() -> None:
+            for i in range(OUTBOX_LIMIT + 5):
+                channel.send(text_event(str(i)), timeout=0.05)
+
+        with pytest.raises(ConnectionClosed) as closed:
+            await in_thread(flood)
+        assert (closed.value.code, closed.value.reason) == (1008, "send timed out")
+        assert channel.state is State.CLOSING
+        fake.gate.set()
+        await channel.finish()
+        assert fake.sent[-1] == close_event(1008, "send timed out")
+        assert len(fake.texts()) <= 1  # the backlog was dropped (one may have been mid-send)
+
+    run(test)
+
+
+def test_the_channel_default_send_timeout_applies() -> None:
+    async def test(fake: FakeASGI) -> None:
+        channel = channel_for(fake, send_timeout=0.05)
+        await channel.aaccept(ACCEPT)
+        fake.gate.clear()  # the server's send waits: the client reads nothing
+        with pytest.raises(ConnectionClosed) as closed:
+            await channel.asend(text_event("never read"))
+        assert closed.value.code == 1008
+        fake.gate.set()
+        await channel.finish()
+        assert fake.sent[-1] == close_event(1008, "send timed out")
+
+    run(test)
+
+
+def test_a_send_waiting_when_the_app_closes_still_goes_out() -> None:
+    async def test(fake: FakeASGI) -> None:
+        channel = channel_for(fake)
+        channel.accept(ACCEPT)
+        await settle()
+        fake.gate.clear()
+        sending = asyncio.ensure_future(
+            in_thread(lambda: [channel.send(text_event(str(i))) for i in range(OUTBOX_LIMIT + 1)])
+        )
+        while not channel._space_waiters:  # noqa: ASYNC110 - a thread's counter, no event to await
+            await asyncio.sleep(0.001)
+        channel.close(1000)
+        await asyncio.wait_for(sending, WAIT)  # returned normally: its message will go out
+        fake.gate.set()
+        await channel.finish()
+        assert fake.texts()[-1] == str(OUTBOX_LIMIT)
+        assert fake.kinds()[-1] == "close"
+
+    run(test)
+
+
+def test_the_hub_drops_a_member_too_far_behind() -> None:
+    async def test(fake: FakeASGI) -> None:
+        channel = channel_for(fake)
+        channel.accept(ACCEPT)
+        await settle()
+        fake.gate.clear()
+        for i in range(3):
+            channel.enqueue(text_event(str(i)), 3)
+        assert channel.enqueue(text_event("over"), 3) is Queued.TOO_SLOW
+        assert channel.enqueue(text_event("after"), 3) is Queued.CLOSED
+        fake.gate.set()
+        await channel.finish()
+        assert fake.sent[-1] == close_event(1008, "client too slow")
+
+    run(test)
+
+
+def test_a_send_on_the_loop_thread_past_the_limit_closes_1008() -> None:
+    async def test(fake: FakeASGI) -> None:
+        channel = channel_for(fake)
+        channel.accept(ACCEPT)
+        await settle()
+        fake.gate.clear()
+        for i in range(OUTBOX_LIMIT):
+            channel.send(text_event(str(i)))
+        with pytest.raises(ConnectionClosed) as closed:
+            channel.send(text_event("one too many"))  # on the loop: never blocks
+        assert closed.value.code == 1008
+        fake.gate.set()
+        await channel.finish()
+
+    run(test)
+
+
+# ----------------------------------------------------------------- the receive pump
+
+
+def test_the_pump_stops_reading_while_the_inbox_is_full() -> None:
+    async def test(fake: FakeASGI) -> None:
+        channel = channel_for(fake)
+        channel.accept(ACCEPT)
+        channel.start_pump()
+        for i in range(200):
+            fake.client_sends(str(i))
+        await settle()
+        assert fake.incoming.qsize() == 200 - 64  # paused at the inbox's 64 messages
+        first = await in_thread(lambda: [channel.recv(WAIT) for _ in range(40)])
+        await settle()
+        assert fake.incoming.qsize() < 200 - 64  # resumed once taken down to half
+        rest = await in_thread(lambda: [channel.recv(WAIT) for _ in range(160)])
+        texts = [m.text for m in first + rest if m is not None]
+        assert texts == [str(i) for i in range(200)]
+        await channel.finish()
+
+    run(test)
+
+
+def test_the_pump_stops_reading_at_the_byte_limit() -> None:
+    async def test(fake: FakeASGI) -> None:
+        channel = channel_for(fake)
+        channel.accept(ACCEPT)
+        channel.start_pump()
+        big = "x" * (300 * 1024)
+        for _ in range(10):
+            fake.client_sends(big)
+        await settle()
+        assert fake.incoming.qsize() == 10 - 4  # 4 x 300 KiB reach the 1 MiB bound
+        await in_thread(lambda: [channel.recv(WAIT) for _ in range(10)])
+        await channel.finish()
+
+    run(test)
+
+
+def test_an_app_close_releases_a_paused_pump() -> None:
+    async def test(fake: FakeASGI) -> None:
+        channel = channel_for(fake)
+        channel.accept(ACCEPT)
+        channel.start_pump()
+        for i in range(100):
+            fake.client_sends(str(i))
+        fake.client_closes(1000)
+        await settle()
+        channel.close(1000)
+        await settle()
+        assert fake.incoming.qsize() == 0  # read on to the client's close, dropping the rest
+        assert channel.state in FINISHED
+        await channel.finish()
+
+    run(test)
+
+
+def test_recv_timeout() -> None:
+    async def test(fake: FakeASGI) -> None:
+        channel = channel_for(fake)
+        channel.accept(ACCEPT)
+        channel.start_pump()
+        with pytest.raises(TimeoutError):
+            await in_thread(lambda: channel.recv(0.01))
+        await channel.finish()
+
+    run(test)
+
+
+def test_abort_wakes_a_blocked_recv() -> None:
+    async def test(fake: FakeASGI) -> None:
+        channel = channel_for(fake)
+        channel.accept(ACCEPT)
+        channel.start_pump()
+        receiving = asyncio.ensure_future(in_thread(lambda: channel.recv(WAIT)))
+        await settle()
+        channel.abort()
+        assert await asyncio.wait_for(receiving, WAIT) is None
+        assert channel.state is State.LOST
+        await channel.finish()
+
+    run(test)
+
+
+def test_async_recv() -> None:
+    async def test(fake: FakeASGI) -> None:
+        channel = channel_for(fake, sync_reader=False)
+        await channel.aaccept(ACCEPT)
+        fake.client_sends("hi")
+        fake.incoming.put_nowait({"type": "websocket.receive", "bytes": b"\x00"})
+        fake.client_closes(1000, "bye")
+        assert await channel.arecv() == WebSocketMessage("text", "hi")
+        assert await channel.arecv() == WebSocketMessage.binary(b"\x00")
+        assert await channel.arecv() == WebSocketMessage.close(1000, "bye")
+        assert await channel.arecv() is None
+        await channel.finish()
+        quiet = channel_for(fake, sync_reader=False)
+        await quiet.aaccept(ACCEPT)
+        with pytest.raises(TimeoutError):
+            await quiet.arecv(timeout=0.01)
+        await quiet.finish()
+
+    run(test)
+
+
+def test_flush_gives_up_on_a_client_that_reads_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cello import _bridge
+
+    monkeypatch.setattr(_bridge, "FLUSH_STALL_TIMEOUT", 0.05)
+
+    async def test(fake: FakeASGI) -> None:
+        channel = channel_for(fake)
+        channel.accept(ACCEPT)
+        await settle()
+        fake.gate.clear()  # never opened: the send never completes
+        channel.send(text_event("stuck"))
+        await channel.finish()
+        assert channel.state is State.LOST
+
+    run(test)
