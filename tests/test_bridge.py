@@ -12,6 +12,7 @@ import asyncio
 import logging
 import sys
 import threading
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -362,6 +363,65 @@ def test_a_send_racing_close_from_another_thread_goes_out_or_raises() -> None:
             await channel.finish()
             assert fake.kinds()[-1] == "close"
             assert set(returned) <= set(fake.texts()), "a send returned but was dropped"
+
+    run(test)
+
+
+class GatedOutbox(deque[dict[str, Any]]):
+    """An outbox that holds the first data event's sender inside the append, until the
+    closing thread has closed (or `hold` seconds have passed): the interleaving that lets a
+    send land behind the close frame when the open check and the append are not atomic."""
+
+    def __init__(self, hold: float) -> None:
+        super().__init__()
+        self.hold = hold
+        self.sender_inside = threading.Event()
+        self.closed = threading.Event()
+
+    def _gate(self, events: list[dict[str, Any]]) -> None:
+        if not self.sender_inside.is_set() and any(e["type"] == "websocket.send" for e in events):
+            self.sender_inside.set()
+            self.closed.wait(self.hold)
+
+    def append(self, event: dict[str, Any]) -> None:
+        self._gate([event])
+        super().append(event)
+
+    def extend(self, events: Any) -> None:
+        events = list(events)
+        self._gate(events)
+        super().extend(events)
+
+
+def test_a_send_interleaved_with_close_goes_out_or_raises() -> None:
+    """The sender is held between its open check and its append while another thread
+    closes: the send either goes out ahead of the close frame or raises; it never returns
+    normally and is then dropped behind the close."""
+
+    async def test(fake: FakeASGI) -> None:
+        channel = channel_for(fake)
+        outbox = GatedOutbox(hold=0.2)
+        channel._outbox = outbox  # before the writer starts and takes it
+        channel.accept(ACCEPT)
+        await settle()
+
+        def sender() -> str:
+            try:
+                channel.send(text_event("raced"))
+            except ConnectionClosed:
+                return "raised"
+            return "returned"
+
+        def closer() -> None:
+            outbox.sender_inside.wait(WAIT)
+            channel.close(1000)
+            outbox.closed.set()
+
+        outcome, _ = await asyncio.gather(in_thread(sender), in_thread(closer))
+        await channel.finish()
+        if outcome == "returned":
+            assert fake.kinds()[-2:] == ["send", "close"], "the send returned but was dropped"
+        assert fake.kinds()[-1] == "close"
 
     run(test)
 

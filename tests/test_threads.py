@@ -52,3 +52,45 @@ def test_shutdown_ends_idle_threads_and_refuses_new_jobs() -> None:
     assert pool.closed
     with pytest.raises(RuntimeError, match="shut down"):
         pool.submit(lambda: None)
+
+
+def test_a_job_raising_system_exit_leaves_no_ghost_idle_thread() -> None:
+    """The thread running it ends; the next job gets a live thread (it used to be handed
+    to the dead one, counted as idle, and never run)."""
+    pool = HandlerThreads(10, idle_timeout=60)
+    pool.submit(lambda: (_ for _ in ()).throw(SystemExit(1)))
+    wait_until(lambda: pool.busy == 0)
+    ran = threading.Event()
+    assert pool.submit(ran.set)
+    assert ran.wait(5)
+    pool.shutdown(5)
+
+
+def test_a_thread_the_system_refuses_frees_its_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`Thread.start` fails (RLIMIT_NPROC, memory): the job is refused, the budget slot is
+    returned, and shutdown does not try to join the thread that never started."""
+    pool = HandlerThreads(1, idle_timeout=60)
+
+    def refuse(thread: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    assert not pool.submit(lambda: None)
+    assert pool.busy == 0
+    monkeypatch.undo()
+    ran = threading.Event()
+    assert pool.submit(ran.set)
+    assert ran.wait(5)
+    pool.shutdown(5)
+
+
+def test_shutdown_waits_its_timeout_in_all_not_per_thread() -> None:
+    pool = HandlerThreads(10, idle_timeout=60)
+    stuck = threading.Event()
+    for _ in range(4):
+        pool.submit(stuck.wait)
+    started = time.monotonic()
+    pool.shutdown(1.0)
+    waited = time.monotonic() - started
+    stuck.set()
+    assert waited < 2.5, f"shutdown waited {waited:.1f} s for 4 stuck threads (limit 1 s)"

@@ -88,6 +88,9 @@ class HandlerThreads:
             while job is not None:
                 try:
                     job()
+                except BaseException:  # noqa: BLE001 - jobs handle their own errors; this is a bug
+                    logger.exception("A WebSocket handler thread's job raised; the thread ends")
+                    return
                 finally:
                     with self._lock:
                         self._busy -= 1
