@@ -11,15 +11,19 @@ import contextlib
 import json
 import logging
 import signal
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline, PubSub
+from starlette.types import Message
 from websockets.asyncio.client import ClientConnection, connect
 
-from cello import App, Hub, WebSocket, _redis_relay
+from cello import App, Hub, Request, WebSocket, _redis_relay
 from redis_server import RedisServer
 from servers import ThreadServer, subprocess_server
 
@@ -68,6 +72,47 @@ async def nothing_arrives(ws: ClientConnection, within: float = 0.5) -> bool:
         await asyncio.wait_for(ws.recv(), within)
         return False
     return True
+
+
+async def until(condition: Callable[[], bool], what: str = "timed out") -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WAIT
+    while not condition():
+        assert loop.time() < deadline, what
+        await asyncio.sleep(0.02)
+
+
+def joining_app(url: str) -> App:
+    """An app whose `/ws/{group}` joins the group, then says `joined`."""
+    app = App(hub=url)
+
+    @app.websocket("/ws/{group}")
+    def joiner(ws: WebSocket, request: Request) -> None:
+        app.hub.join(request.params["group"], ws)
+        ws.send_text("joined")
+        for _ in ws:
+            pass
+
+    return app
+
+
+def relay_of(app: App) -> _redis_relay.RedisRelay:
+    relay = app.hub._relay
+    assert relay is not None
+    return relay
+
+
+def carries(message: Any, text: bytes) -> bool:
+    """Whether a pubsub message is a hub broadcast of `text`."""
+    return (
+        message is not None
+        and message["type"] == "pmessage"
+        and message["data"].endswith(b"t" + text)
+    )
+
+
+class Unforeseen(BaseException):
+    """What no `except Exception` catches: stands for a failure nobody planned for."""
 
 
 def test_two_servers_deliver_every_message_once_in_order(hub_url: str) -> None:
@@ -297,13 +342,6 @@ def test_a_redis_that_stops_answering_is_noticed_and_left(
     monkeypatch.setattr(_redis_relay, "IDLE_PING", 0.2)
     app = App(hub=redis.url)
 
-    async def until(condition: Callable[[], bool]) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + WAIT
-        while not condition():
-            assert loop.time() < deadline, "timed out"
-            await asyncio.sleep(0.02)
-
     async def scenario() -> None:
         await app.startup()
         try:
@@ -322,3 +360,228 @@ def test_a_redis_that_stops_answering_is_noticed_and_left(
         asyncio.run(scenario())
     assert "no answer from Redis to a ping" in caplog.text
     assert "subscribed again" in caplog.text
+
+
+def test_a_message_whose_delivery_raises_is_logged_and_skipped(
+    redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One message that fails to be delivered (the fault injected at the relay's `deliver`)
+    is logged with its traceback and skipped; the subscription stays up and the messages
+    after it arrive."""
+    app = joining_app(redis.url)
+    relay = relay_of(app)
+    deliver = relay._deliver
+
+    def failing_once(group: str, event: Message) -> None:
+        if event.get("text") == "poison":
+            raise RuntimeError("injected: delivery failed")
+        deliver(group, event)
+
+    relay._deliver = failing_once
+
+    async def scenario(url: str) -> list[str | bytes]:
+        other_process = Hub(redis.url)
+        await other_process.start()
+        try:
+            async with connect(url, open_timeout=WAIT) as ws:
+                assert await asyncio.wait_for(ws.recv(), WAIT) == "joined"
+                for text in ("poison", "after 1", "after 2"):
+                    other_process.broadcast("room", text)
+                return [await asyncio.wait_for(ws.recv(), WAIT) for _ in range(2)]
+        finally:
+            await other_process.stop()
+
+    with (
+        caplog.at_level(logging.WARNING, logger="cello.hub"),
+        ThreadServer(app, ws="websockets-sansio") as server,
+    ):
+        got = asyncio.run(scenario(server.url("/ws/room")))
+        assert app.hub.connected  # skipped, not resubscribed
+    assert got == ["after 1", "after 2"]
+    assert relay.skipped == 1
+    [record] = [r for r in caplog.records if "skipped" in r.getMessage()]
+    assert record.name == "cello.hub"
+    assert record.exc_info is not None
+    assert "RuntimeError: injected: delivery failed" in caplog.text  # the traceback
+    assert "subscribing again" not in caplog.text
+
+
+def test_a_failure_reading_the_subscription_is_logged_and_it_subscribes_again(
+    redis: RedisServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """redis-py raising something other than a Redis error while reading (injected once, at
+    `PubSub.get_message`) restarts the subscription: logged with the traceback, not
+    `connected` until it is subscribed again, then delivery resumes."""
+    app = joining_app(redis.url)
+    connected_when_resubscribing: list[bool] = []
+    failed: list[bool] = []
+    get_message = PubSub.get_message
+
+    async def failing_once(self: PubSub, *args: Any, **kwargs: Any) -> Any:
+        if failed and not connected_when_resubscribing:
+            connected_when_resubscribing.append(app.hub.connected)
+        message = await get_message(self, *args, **kwargs)
+        if not failed and carries(message, b"break"):
+            failed.append(True)
+            raise RuntimeError("injected: unexpected reply")
+        return message
+
+    monkeypatch.setattr(PubSub, "get_message", failing_once)
+
+    async def scenario(url: str) -> str | bytes:
+        other_process = aioredis.Redis.from_url(redis.url)  # publishing in the wire format
+        origin = uuid.uuid4().bytes
+        try:
+            async with connect(url, open_timeout=WAIT) as ws:
+                assert await asyncio.wait_for(ws.recv(), WAIT) == "joined"
+                await other_process.publish("cello:hub:room", origin + b"tbreak")
+                await until(
+                    lambda: bool(connected_when_resubscribing) and app.hub.connected,
+                    "the relay did not subscribe again",
+                )
+                await other_process.publish("cello:hub:room", origin + b"tafter")
+                return await asyncio.wait_for(ws.recv(), WAIT)
+        finally:
+            await other_process.aclose()
+
+    with (
+        caplog.at_level(logging.WARNING, logger="cello.hub"),
+        ThreadServer(app, ws="websockets-sansio") as server,
+    ):
+        got = asyncio.run(scenario(server.url("/ws/room")))
+    assert got == "after"
+    assert connected_when_resubscribing == [False]
+    [record] = [r for r in caplog.records if "subscribing again" in r.getMessage()]
+    assert record.name == "cello.hub"
+    assert record.exc_info is not None
+    assert "RuntimeError: injected: unexpected reply" in caplog.text
+    assert "subscribed again" in caplog.text
+
+
+def test_a_failure_publishing_is_logged_and_the_publisher_goes_on(
+    redis: RedisServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A non-Redis exception while publishing (injected once, at `Pipeline.execute`) drops
+    that batch, counted and logged with the traceback; later broadcasts are published."""
+    execute = Pipeline.execute
+    failed: list[bool] = []
+
+    async def failing_once(self: Pipeline, *args: Any, **kwargs: Any) -> Any:
+        if not failed:
+            failed.append(True)
+            raise RuntimeError("injected: publishing failed")
+        return await execute(self, *args, **kwargs)
+
+    monkeypatch.setattr(Pipeline, "execute", failing_once)
+    app = App(hub=redis.url)
+    relay = relay_of(app)
+
+    async def scenario() -> bytes:
+        await app.startup()
+        watcher = aioredis.Redis.from_url(redis.url)
+        pubsub = watcher.pubsub()
+        await pubsub.psubscribe("cello:hub:*")
+        try:
+            await pubsub.get_message(timeout=WAIT)  # the subscription's confirmation
+            app.hub.broadcast("g", "lost")
+            await until(lambda: relay.dropped == 1, "the failed batch was not counted")
+            app.hub.broadcast("g", "after")
+            message = await pubsub.get_message(timeout=WAIT)
+            assert message is not None
+            data: bytes = message["data"]
+            assert app.hub.running
+            return data
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await watcher.aclose()
+            await app.shutdown()
+
+    with caplog.at_level(logging.WARNING, logger="cello.hub"):
+        data = asyncio.run(scenario())
+    assert data.endswith(b"tafter")
+    [record] = [r for r in caplog.records if "publishing to" in r.getMessage()]
+    assert record.name == "cello.hub"
+    assert record.exc_info is not None
+    assert "RuntimeError: injected: publishing failed" in caplog.text
+    assert relay.dropped == 1
+
+
+def test_a_publisher_that_ends_unexpectedly_is_logged_and_reported(
+    redis: RedisServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Should the publisher end anyway (a `BaseException` no handler expects, injected at
+    `Pipeline.execute`), that is logged with the traceback, `running` turns false,
+    broadcasts are counted as dropped instead of queued, and shutdown ends cleanly."""
+
+    async def execute_or_die(self: Pipeline, *args: Any, **kwargs: Any) -> Any:
+        raise Unforeseen("injected into the publisher")
+
+    monkeypatch.setattr(Pipeline, "execute", execute_or_die)
+    app = App(hub=redis.url)
+    relay = relay_of(app)
+
+    async def scenario() -> set[str]:
+        await app.startup()
+        try:
+            assert app.hub.running
+            app.hub.broadcast("g", "kills the publisher")
+            await until(
+                lambda: not app.hub.running and "ended unexpectedly" in caplog.text,
+                "the publisher's end was not noticed",
+            )
+            assert relay.dropped == 1  # the batch it was sending
+            app.hub.broadcast("g", "nobody to publish it")  # nothing raised into the caller
+            assert relay.dropped == 2  # counted, not queued
+            assert app.hub.connected  # the subscriber is unaffected
+        finally:
+            await app.shutdown()
+        return {t.get_name() for t in asyncio.all_tasks()} - {"main"}
+
+    with caplog.at_level(logging.WARNING, logger="cello.hub"):
+        left = asyncio.run(scenario())
+    assert not any(name.startswith("cello-hub") for name in left), left
+    [record] = [r for r in caplog.records if "ended unexpectedly" in r.getMessage()]
+    assert record.name == "cello.hub"
+    assert record.exc_info is not None
+    assert record.exc_info[0] is Unforeseen
+    assert "Unforeseen: injected into the publisher" in caplog.text
+
+
+def test_a_subscriber_that_ends_unexpectedly_is_logged_and_reported(
+    redis: RedisServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Should the subscriber end anyway (a `BaseException` no handler expects, injected at
+    `PubSub.get_message`), that is logged with the traceback, `connected` and `running`
+    turn false, and shutdown ends cleanly."""
+    get_message = PubSub.get_message
+
+    async def get_message_or_die(self: PubSub, *args: Any, **kwargs: Any) -> Any:
+        message = await get_message(self, *args, **kwargs)
+        if carries(message, b"die"):
+            raise Unforeseen("injected into the subscriber")
+        return message
+
+    monkeypatch.setattr(PubSub, "get_message", get_message_or_die)
+    app = App(hub=redis.url)
+
+    async def scenario() -> set[str]:
+        await app.startup()
+        other_process = aioredis.Redis.from_url(redis.url)
+        try:
+            assert app.hub.connected
+            await other_process.publish("cello:hub:g", uuid.uuid4().bytes + b"tdie")
+            await until(lambda: not app.hub.connected, "the subscriber's end was not noticed")
+            assert not app.hub.running
+        finally:
+            await other_process.aclose()
+            await app.shutdown()
+        return {t.get_name() for t in asyncio.all_tasks()} - {"main"}
+
+    with caplog.at_level(logging.WARNING, logger="cello.hub"):
+        left = asyncio.run(scenario())
+    assert not any(name.startswith("cello-hub") for name in left), left
+    [record] = [r for r in caplog.records if "ended unexpectedly" in r.getMessage()]
+    assert record.name == "cello.hub"
+    assert record.exc_info is not None
+    assert record.exc_info[0] is Unforeseen
+    assert "Unforeseen: injected into the subscriber" in caplog.text

@@ -13,6 +13,13 @@ delivered twice. The subscriber reconnects with backoff and subscribes again. Wh
 processes published while this one was disconnected is lost to it: pub/sub keeps nothing.
 Both are logged, with counts, on the `cello.hub` logger.
 
+Failures that are not Redis's (a bug, an unexpected value from redis-py, a `deliver` that
+raises) are logged with their traceback and survived the same way: a message whose
+delivery raises is skipped; anything else restarts the subscription, or drops the batch
+being published and reconnects, with the same backoff. Should a task still end (an
+exception nobody foresaw), that is logged and `running`/`subscribed` turn false; broadcasts
+are then counted as dropped rather than queued for a publisher that is gone.
+
 Wire format of a message: 16 bytes of origin id, `t` or `b`, then the UTF-8 text or the
 bytes.
 """
@@ -20,7 +27,7 @@ bytes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
 import time
 import uuid
@@ -132,19 +139,30 @@ class RedisRelay:
         self._subscribed: asyncio.Event | None = None
         #: Broadcasts this process could not relay (dropped in an outage), since start.
         self.dropped = 0
+        #: Messages from other processes whose delivery here raised (skipped), since start.
+        self.skipped = 0
         self._stopped = False
+        self._publisher_ended = False
         self._warned_after_stop = False
         self._subscriber_outage = Outage()
         self._last_drop_warning = -DROP_WARNING_INTERVAL
+        self._last_skip_warning = -DROP_WARNING_INTERVAL
 
     @property
     def running(self) -> bool:
-        return self._mailbox is not None
+        """Whether the relay was started, not stopped, and both its tasks are alive."""
+        return self._mailbox is not None and not any(task.done() for task in self._tasks)
 
     @property
     def subscribed(self) -> bool:
         """Whether this process currently receives the other processes' broadcasts."""
-        return self._subscribed is not None and self._subscribed.is_set()
+        tasks = self._tasks
+        return (
+            self._subscribed is not None
+            and self._subscribed.is_set()
+            and len(tasks) == 2
+            and not tasks[1].done()
+        )
 
     def _client(self) -> aioredis.Redis:
         # No retries inside redis-py: this module reconnects, and logs the outage.
@@ -163,14 +181,18 @@ class RedisRelay:
         if self._mailbox is not None:
             return
         self._stopped = False
+        self._publisher_ended = False
         self._warned_after_stop = False
         self._subscriber_outage = Outage()
         self._mailbox = Mailbox(asyncio.get_running_loop())
         self._subscribed = asyncio.Event()
-        self._tasks = [
-            asyncio.create_task(self._publish_forever(self._mailbox), name="cello-hub-publish"),
-            asyncio.create_task(self._subscribe_forever(), name="cello-hub-subscribe"),
-        ]
+        publisher = asyncio.create_task(
+            self._publish_forever(self._mailbox), name="cello-hub-publish"
+        )
+        publisher.add_done_callback(functools.partial(self._publisher_done, self._mailbox))
+        subscriber = asyncio.create_task(self._subscribe_forever(), name="cello-hub-subscribe")
+        subscriber.add_done_callback(functools.partial(self._subscriber_done, self._subscribed))
+        self._tasks = [publisher, subscriber]
         try:
             await asyncio.wait_for(self._subscribed.wait(), timeout)
         except TimeoutError:
@@ -189,13 +211,45 @@ class RedisRelay:
         publisher, subscriber = self._tasks
         self._tasks = []
         mailbox.put(_STOP)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(publisher), timeout)
+        # Not wait_for: a publisher that already failed must not raise out of stop().
+        await asyncio.wait((publisher,), timeout=timeout)
         for task in (publisher, subscriber):
             task.cancel()
         await asyncio.gather(publisher, subscriber, return_exceptions=True)
+        # Put after the publisher's last look (a thread racing the shutdown): never sent.
+        self.dropped += sum(1 for item in mailbox.take_nowait() if item is not _STOP)
         if self._subscribed is not None:
             self._subscribed.clear()
+
+    def _publisher_done(self, mailbox: Mailbox[Any], task: asyncio.Task[None]) -> None:
+        """Log a publisher that ended by itself (not on `stop()`), and stop queueing for it."""
+        if task.cancelled():
+            return  # stop() ended it
+        error = task.exception()
+        if error is None and self._stopped:
+            return  # it sent what was pending and finished, as stop() asked
+        self._publisher_ended = True
+        lost = sum(1 for item in mailbox.take_nowait() if item is not _STOP)
+        self.dropped += lost
+        logger.error(
+            "Hub: the publisher to %s ended unexpectedly; broadcasts are no longer relayed to "
+            "other processes (%d dropped so far)",
+            redacted(self.url),
+            self.dropped,
+            exc_info=error,
+        )
+
+    def _subscriber_done(self, subscribed: asyncio.Event, task: asyncio.Task[None]) -> None:
+        """Log a subscriber that ended by itself (not on `stop()`); it is no longer subscribed."""
+        subscribed.clear()
+        if task.cancelled():
+            return  # stop() ended it
+        logger.error(
+            "Hub: the subscription on %s ended unexpectedly; broadcasts from other processes "
+            "are no longer received",
+            redacted(self.url),
+            exc_info=task.exception(),
+        )
 
     # ----------------------------------------------------------------- publishing
 
@@ -214,6 +268,9 @@ class RedisRelay:
                 "the Redis hub is not running: the app's lifespan starts it "
                 "(a mounted app: call `await app.startup()` from the outer app's lifespan)"
             )
+        if self._publisher_ended:
+            self.dropped += 1  # its end was logged; queueing would only grow the mailbox
+            return
         text = event.get("text")
         payload = b"t" + text.encode() if text is not None else b"b" + event["bytes"]
         mailbox.put((self.prefix + group.encode(), self.origin + payload))
@@ -222,6 +279,7 @@ class RedisRelay:
         pending: deque[tuple[bytes, bytes]] = deque()
         client: aioredis.Redis | None = None
         stopping = False
+        in_flight = 0  # broadcasts being sent, neither sent nor counted as dropped yet
         try:
             while not (stopping and not pending):
                 if not pending and not stopping:
@@ -233,14 +291,17 @@ class RedisRelay:
                 if client is None:
                     client = await self._reconnect_publisher(mailbox, pending)
                 batch = [pending.popleft() for _ in range(min(len(pending), BATCH))]
+                in_flight = len(batch)
                 try:
                     async with client.pipeline(transaction=False) as pipe:
                         for channel, data in batch:
                             pipe.publish(channel, data)
                         await pipe.execute()
+                    in_flight = 0
                 except (RedisError, OSError) as exc:
                     # Part of the batch may have gone out: dropping it, never resending,
                     # keeps every delivery single.
+                    in_flight = 0
                     self.dropped += len(batch)
                     logger.warning(
                         "Hub: lost Redis at %s while publishing (%s); %d broadcasts dropped",
@@ -248,11 +309,27 @@ class RedisRelay:
                         exc,
                         len(batch),
                     )
-                    await client.aclose()
+                    await _close(client)
+                    client = None
+                except Exception:
+                    # Not an outage but a bug or an unexpected value (here or in redis-py):
+                    # the same treatment, so the publisher lives on. The batch is dropped (part
+                    # of it may have gone out), and the client replaced (its connection may be
+                    # left mid-reply).
+                    in_flight = 0
+                    self.dropped += len(batch)
+                    logger.exception(
+                        "Hub: publishing to %s failed; %d broadcasts dropped, reconnecting",
+                        redacted(self.url),
+                        len(batch),
+                    )
+                    await _close(client)
                     client = None
         finally:
+            # Left unsent: stop() timed out waiting for Redis, or the task failed.
+            self.dropped += len(pending) + in_flight
             if client is not None:
-                await client.aclose()
+                await _close(client)
 
     def _take(self, items: list[Any], pending: deque[tuple[bytes, bytes]]) -> bool:
         """Move mailbox items to `pending`, keeping at most `max_pending`; True on stop."""
@@ -286,17 +363,22 @@ class RedisRelay:
         outage = Outage()
         dropped_before = self.dropped
         while True:
-            client = self._client()
+            client = None
             try:
+                client = self._client()
                 await client.ping()
-            except (RedisError, OSError) as exc:
-                await client.aclose()
-                if outage.begin():
+            except Exception as exc:
+                if client is not None:
+                    await _close(client)
+                unexpected = not isinstance(exc, RedisError | OSError)
+                if outage.begin() or unexpected:
+                    # A failure that is not Redis's is logged every time, with its traceback.
                     logger.warning(
                         "Hub: cannot reach Redis at %s (%s); holding up to %d broadcasts",
                         redacted(self.url),
                         exc,
                         self.max_pending,
+                        exc_info=unexpected,
                     )
                 await outage.backoff()
                 if self._take(mailbox.take_nowait(), pending):
@@ -319,9 +401,10 @@ class RedisRelay:
         assert self._subscribed is not None
         loop = asyncio.get_running_loop()
         while True:
-            client = self._client()
-            pubsub = client.pubsub()
+            client = pubsub = None
             try:
+                client = self._client()
+                pubsub = client.pubsub()
                 await pubsub.psubscribe(self.prefix + b"*")
                 heard = [loop.time()]
                 reader = asyncio.create_task(self._read(pubsub, heard))
@@ -344,11 +427,21 @@ class RedisRelay:
                         redacted(self.url),
                         exc,
                     )
+            except Exception:
+                # Not an outage: a bug or an unexpected value from redis-py (one message's
+                # delivery failing is dealt with in `_read` and never gets here). The
+                # connection may be left mid-reply, so it is not reused: the subscription
+                # starts over, as after an outage. Logged every time, with its traceback.
+                self._subscribed.clear()
+                self._subscriber_outage.begin()
+                logger.exception(
+                    "Hub: the subscription on %s failed; subscribing again", redacted(self.url)
+                )
             finally:
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
-                with contextlib.suppress(RedisError, OSError):
-                    await client.aclose()
+                if pubsub is not None:
+                    await _close(pubsub)
+                if client is not None:
+                    await _close(client)
             await self._subscriber_outage.backoff()
 
     def _on_subscribed(self) -> None:
@@ -368,15 +461,40 @@ class RedisRelay:
         loop = asyncio.get_running_loop()
         received = self._received
         while True:
+            # An exception from reading (redis-py's) ends the subscription: see the caller.
             message = await pubsub.get_message(timeout=None)
             heard[0] = loop.time()
             if message is None:
                 continue
-            kind = message["type"]
-            if kind == "pmessage":
-                received(message["channel"], message["data"])
-            elif kind == "psubscribe":
-                self._on_subscribed()
+            # Once redis-py has returned a message, the connection is in a known state, so
+            # a failure from here on (a message of an unexpected shape, a `deliver` that
+            # raises) concerns this message alone: it is logged and skipped, and the
+            # subscription goes on. Restarting would lose what other processes publish
+            # meanwhile, and a message that fails every time would restart it every time.
+            try:
+                kind = message["type"]
+                if kind == "pmessage":
+                    received(message["channel"], message["data"])
+                elif kind == "psubscribe":
+                    self._on_subscribed()
+            except Exception:
+                self.skipped += 1
+                if self._may_report_skip():
+                    logger.exception(
+                        "Hub: delivering a message from another process (on %r) raised; "
+                        "skipped (%d so far)",
+                        message.get("channel") if isinstance(message, dict) else message,
+                        self.skipped,
+                    )
+
+    def _may_report_skip(self) -> bool:
+        """Whether to log a skipped message: at most one every `DROP_WARNING_INTERVAL` s,
+        so a delivery that fails for every message does not flood the log."""
+        now = time.monotonic()
+        if now - self._last_skip_warning < DROP_WARNING_INTERVAL:
+            return False
+        self._last_skip_warning = now
+        return True
 
     async def _watch(self, pubsub: Any, heard: list[float]) -> None:
         """Ping a quiet subscription; return (ending it) if Redis stays silent after a ping."""
@@ -401,3 +519,13 @@ class RedisRelay:
         else:
             event = {"type": "websocket.send", "bytes": body}
         self._deliver(group, event)
+
+
+async def _close(connection: Any) -> None:
+    """Close a client or pubsub being discarded; a failure to close it is only logged."""
+    try:
+        await connection.aclose()
+    except (RedisError, OSError):
+        pass  # the connection is already broken: that is why it is being closed
+    except Exception:
+        logger.warning("Hub: closing a Redis connection failed", exc_info=True)
