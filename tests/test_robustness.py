@@ -41,6 +41,16 @@ def wait_until(condition: Callable[[], bool], timeout: float = WAIT) -> bool:
     return True
 
 
+def receive_until_closed(ws: Any) -> tuple[list[str], int]:
+    """Every text message an in-process client gets, and the close code that ends them."""
+    received: list[str] = []
+    while True:
+        try:
+            received.append(ws.receive_text())
+        except WebSocketDisconnect as closed:
+            return received, closed.code
+
+
 def close_code(client: Any) -> int | None:
     received = client.protocol.close_rcvd
     return None if received is None else int(received.code)
@@ -68,16 +78,19 @@ def test_a_lone_surrogate_fails_only_its_sender() -> None:
     """`{"t": "\\ud800"}` decodes to text UTF-8 cannot encode. Broadcasting it is refused at
     the call (the sender's handler raises: 1011), and the room's other member is untouched;
     it used to fail later in every member's writer, dropping the whole room."""
-    with ThreadServer(room_app(), ws=BACKEND) as server:
-        with connect(server.url("/room")) as bystander, connect(server.url("/room")) as hostile:
-            assert bystander.recv(WAIT) == "joined"
-            assert hostile.recv(WAIT) == "joined"
-            hostile.send('{"t": "\\ud800"}')
-            with pytest.raises(ClientConnectionClosed):
-                hostile.recv(WAIT)
-            assert close_code(hostile) == 1011
-            bystander.send(json.dumps({"t": "still here"}))
-            assert bystander.recv(WAIT) == "still here"
+    with (
+        ThreadServer(room_app(), ws=BACKEND) as server,
+        connect(server.url("/room")) as bystander,
+        connect(server.url("/room")) as hostile,
+    ):
+        assert bystander.recv(WAIT) == "joined"
+        assert hostile.recv(WAIT) == "joined"
+        hostile.send('{"t": "\\ud800"}')
+        with pytest.raises(ClientConnectionClosed):
+            hostile.recv(WAIT)
+        assert close_code(hostile) == 1011
+        bystander.send(json.dumps({"t": "still here"}))
+        assert bystander.recv(WAIT) == "still here"
 
 
 def test_send_text_refuses_a_lone_surrogate_at_the_call() -> None:
@@ -122,9 +135,7 @@ def test_deeply_nested_json_is_malformed_input() -> None:
             assert ws.receive_text().startswith("refused: ")
             ws.send_text("[1]")
             assert ws.receive_json() == [1]
-        response = client.post(
-            "/json", content=deep, headers={"content-type": "application/json"}
-        )
+        response = client.post("/json", content=deep, headers={"content-type": "application/json"})
         assert response.status_code == 400
         assert "nested too deeply" in response.json()["detail"]
 
@@ -211,11 +222,8 @@ def test_an_async_handler_returning_while_its_task_sends(caplog: pytest.LogCaptu
     with caplog.at_level(logging.ERROR), TestClient(app) as client:
         for _ in range(20):
             with client.websocket_connect("/ws") as ws:
-                received = []
-                with pytest.raises(WebSocketDisconnect) as closed:
-                    while True:
-                        received.append(ws.receive_text())
-                assert closed.value.code == 1000
+                received, code = receive_until_closed(ws)
+                assert code == 1000
                 assert received == [str(i) for i in range(len(received))]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 

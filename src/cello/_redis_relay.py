@@ -39,6 +39,7 @@ from urllib.parse import urlsplit, urlunsplit
 from starlette.types import Message
 
 from ._bridge import Mailbox
+from ._events import relayed_event
 
 logger = logging.getLogger("cello.hub")
 
@@ -513,12 +514,7 @@ class RedisRelay:
         if data[:16] == origin or len(data) < 17:
             return  # our own broadcast, already delivered here (or not ours to read)
         group = channel[len(self.prefix) :].decode(errors="replace")
-        body = data[17:]
-        if data[16:17] == b"t":
-            event: Message = {"type": "websocket.send", "text": body.decode(errors="replace")}
-        else:
-            event = {"type": "websocket.send", "bytes": body}
-        self._deliver(group, event)
+        self._deliver(group, relayed_event(data[16:17], data[17:]))
 
 
 async def _close(connection: Any) -> None:

@@ -88,7 +88,7 @@ class HandlerThreads:
             while job is not None:
                 try:
                     job()
-                except BaseException:  # noqa: BLE001 - jobs handle their own errors; this is a bug
+                except BaseException:
                     logger.exception("A WebSocket handler thread's job raised; the thread ends")
                     return
                 finally:
