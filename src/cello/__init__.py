@@ -12,7 +12,7 @@ def echo(ws):
 
 from .app import App
 from .blueprints import Blueprint
-from .errors import ConnectionClosed, HTTPException
+from .errors import ConcurrencyError, ConnectionClosed, HTTPException
 from .hub import Hub
 from .messages import WebSocketMessage
 from .request import Request
@@ -23,6 +23,7 @@ __all__ = [
     "App",
     "AsyncWebSocket",
     "Blueprint",
+    "ConcurrencyError",
     "ConnectionClosed",
     "HTTPException",
     "Hub",
