@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import itertools
+import json
+import re
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
 
 from cello import App, Request, Response
-from cello.sse import SseEvent, SseStream
+from cello.sse import SseEvent, SseResponse, SseStream, sse_response
 from servers import ThreadServer
 
 WAIT = 10
@@ -195,3 +200,200 @@ def test_the_in_process_client_reads_a_stream() -> None:
     with TestClient(sse_app(Probe())) as client:
         response = client.get("/whole")
     assert response.text == "data: first\n\nevent: second\ndata: 2\n\n"
+
+
+# ----------------------------------------------------------------- hostile text
+
+
+def parse_stream(body: str) -> list[dict[str, str]]:
+    """The events a browser's `EventSource` dispatches from `body`, following the spec's
+    parsing rules: lines end at CRLF, CR or LF; `field: value` with one leading space
+    dropped; a blank line dispatches the event; events with no data are not dispatched."""
+    events: list[dict[str, str]] = []
+    data: list[str] = []
+    event_type = ""
+    last_id = ""
+    for line in re.split(r"\r\n|\r|\n", body):
+        if not line:
+            if data:
+                events.append(
+                    {"type": event_type or "message", "data": "\n".join(data), "id": last_id}
+                )
+            data, event_type = [], ""
+            continue
+        if line.startswith(":"):
+            continue
+        name, colon, value = line.partition(":")
+        if colon and value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            data.append(value)
+        elif name == "event":
+            event_type = value
+        elif name == "id" and "\0" not in value:
+            last_id = value
+        elif name == "retry" and not value.isdigit():
+            raise AssertionError(f"a retry field a browser would ignore: {line!r}")
+        elif name not in ("id", "retry"):
+            raise AssertionError(f"an unknown field a browser would ignore: {line!r}")
+    return events
+
+
+#: Chat text a client could get echoed into an event: every kind of line break.
+HOSTILE = "hi\revent: admin\rid: 666\r\nretry: 1\ndata: x\r\rtab\x0bff\x0cls\u2028end\r"
+
+
+def test_data_line_breaks_never_make_fields() -> None:
+    wire = SseEvent(HOSTILE, event="chat", id="7").to_sse_string()
+    # Every line the spec sees (CR, LF and CRLF all end one) is a data line but the two set.
+    lines = re.split(r"\r\n|\r|\n", wire)
+    assert lines[:2] == ["event: chat", "id: 7"]
+    assert all(line.startswith("data: ") for line in lines[2:-2]), lines
+    assert lines[-2:] == ["", ""]
+    # A browser gets one event, its text intact but for line breaks, each now "\n";
+    # \x0b, \x0c and U+2028 are not SSE line ends and stay as they are.
+    expected = "hi\nevent: admin\nid: 666\nretry: 1\ndata: x\n\ntab\x0bff\x0cls\u2028end\n"
+    assert parse_stream(wire) == [{"type": "chat", "data": expected, "id": "7"}]
+    assert parse_stream(SseEvent("a\r\nb\rc\nd").to_sse_string())[0]["data"] == "a\nb\nc\nd"
+
+
+def test_hostile_data_through_a_real_server() -> None:
+    """What a client reading the wire bytes of a live stream sees."""
+    app = App()
+
+    @app.get("/echo")
+    async def echo() -> Response:
+        async def said() -> AsyncIterator[object]:
+            yield HOSTILE
+            yield SseEvent(HOSTILE, event="chat", id="1")
+            yield {"text": HOSTILE}
+
+        return Response.sse(said())
+
+    with ThreadServer(app, ws="websockets-sansio") as server, httpx.Client(timeout=WAIT) as http:
+        body = http.get(server.http_url("/echo")).content.decode()
+    as_seen = "hi\nevent: admin\nid: 666\nretry: 1\ndata: x\n\ntab\x0bff\x0cls\u2028end\n"
+    assert parse_stream(body) == [
+        {"type": "message", "data": as_seen, "id": ""},
+        {"type": "chat", "data": as_seen, "id": "1"},
+        {"type": "message", "data": json.dumps({"text": HOSTILE}), "id": "1"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("event", "a\nb"),
+        ("event", "a\rb"),
+        ("event", "a\r\nb"),
+        ("id", "a\nb"),
+        ("id", "x\ry"),
+        ("id", "x\0y"),
+    ],
+)
+def test_fields_refuse_line_breaks_however_set(field: str, value: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        SseEvent("x", **{field: value})  # type: ignore[arg-type]
+    event = SseEvent("x", event="ok", id="1")
+    with pytest.raises(ValueError, match=field):
+        setattr(event, field, value)
+    assert (event.event, event.id) == ("ok", "1")  # unchanged
+    assert event.to_sse_string() == "event: ok\nid: 1\ndata: x\n\n"
+
+
+def test_retry_is_a_non_negative_int() -> None:
+    assert SseEvent("x", retry=0).to_sse_string() == "retry: 0\ndata: x\n\n"
+    event = SseEvent("x")
+    for bad in (-1, "5\nevent: admin", 1.5, True):
+        with pytest.raises((ValueError, TypeError)):
+            SseEvent("x", retry=bad)  # type: ignore[arg-type]
+        with pytest.raises((ValueError, TypeError)):
+            event.retry = bad  # type: ignore[assignment]
+    assert event.retry is None
+    event.retry = 2500
+    assert event.to_sse_string() == "retry: 2500\ndata: x\n\n"
+
+
+# ----------------------------------------------------------------- each app's live streams
+
+
+def test_finished_streams_are_not_kept() -> None:
+    from cello.testing import TestClient
+
+    app = App()
+    sent: list[weakref.ref[SseResponse]] = []
+
+    @app.get("/events")
+    def events(request: Request) -> SseResponse:
+        source = SseStream([SseEvent("a")]) if "whole" in request.query else iter(["b"])
+        response = sse_response(source)
+        sent.append(weakref.ref(response))
+        return response
+
+    with TestClient(app) as client:
+        for n in range(200):
+            query = "whole" if n % 2 else "live"
+            assert client.get(f"/events?{query}").text in ("data: a\n\n", "data: b\n\n")
+        assert len(app.live_streams) == 0
+    assert len(sent) == 200
+    gc.collect()
+    assert [ref for ref in sent if ref() is not None] == []  # nothing else holds them
+
+
+class Ticker:
+    """An app whose `/ticks` streams an event every 50 ms until the client or server ends it."""
+
+    def __init__(self) -> None:
+        self.app = App()
+        self.produced = 0
+        self.closed = threading.Event()
+
+        @self.app.get("/ticks")
+        async def ticks() -> Response:
+            async def forever() -> AsyncIterator[str]:
+                try:
+                    for n in itertools.count():
+                        self.produced = n + 1
+                        yield str(n)
+                        await asyncio.sleep(0.05)
+                finally:
+                    self.closed.set()
+
+            return Response.sse(forever())
+
+
+def next_data(lines: Iterator[str]) -> str | None:
+    """The data of the next event from a stream's lines; `None` once the stream has ended."""
+    return next((line.removeprefix("data: ") for line in lines if line.startswith("data:")), None)
+
+
+def test_shutting_down_one_app_ends_only_its_own_streams() -> None:
+    one, other = Ticker(), Ticker()
+    with (
+        ThreadServer(other.app, ws="websockets-sansio") as other_server,
+        ThreadServer(one.app, ws="websockets-sansio", timeout_graceful_shutdown=10) as server,
+        httpx.Client(timeout=WAIT) as http,
+        http.stream("GET", other_server.http_url("/ticks")) as staying,
+        http.stream("GET", server.http_url("/ticks")) as leaving,
+    ):
+        staying_lines, leaving_lines = staying.iter_lines(), leaving.iter_lines()
+        assert next_data(staying_lines) == next_data(leaving_lines) == "0"
+        assert len(one.app.live_streams) == len(other.app.live_streams) == 1
+        stopping = time.monotonic()
+        server.server.should_exit = True  # shut one server down, both clients still reading
+        server.thread.join(WAIT)
+        assert not server.thread.is_alive()
+        assert time.monotonic() - stopping < 5, "shutdown waited for its stream to time out"
+        assert one.closed.is_set()
+        assert len(one.app.live_streams) == 0
+        for _ in leaving_lines:  # ends: the server ended the response cleanly
+            pass
+        # The other app's stream goes on, its source open: five events later, still there.
+        last = str(other.produced + 5)
+        while (data := next_data(staying_lines)) not in (last, None):
+            pass
+        assert data == last, "the other app's stream ended"
+        assert not other.closed.is_set()
+        assert len(other.app.live_streams) == 1
+    assert other.closed.wait(WAIT)
+    assert len(other.app.live_streams) == 0

@@ -24,6 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from .request import Request
 from .responses import to_response
+from .sse import SseResponse
 
 if TYPE_CHECKING:
     from .app import App
@@ -96,6 +97,8 @@ async def serve_http(app: App, scope: Scope, receive: Receive, send: Send) -> No
     except Exception:
         logger.exception("HTTP handler %s failed on %s %s", endpoint.name, method, scope["path"])
         response = error_response(500, "Internal Server Error")
+    if isinstance(response, SseResponse):
+        response.live_streams = app.live_streams  # so the app's shutdown can end it
     await response(scope, receive, send)
 
 

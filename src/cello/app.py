@@ -25,6 +25,7 @@ from .guards import Guard
 from .hub import Hub
 from .origins import OriginPolicy
 from .routing import RouteTable
+from .sse import LiveStreams
 
 __all__ = ["App"]
 
@@ -82,6 +83,8 @@ class App(Routes):
         self.origin_policy = OriginPolicy.of(allowed_origins)
         #: Open WebSocket connections, so shutdown can close them.
         self.live_channels: set[Channel] = set()
+        #: SSE responses being sent, so shutdown can end them (this app's only).
+        self.live_streams = LiveStreams()
         #: Groups of connections and broadcasts to them, in memory or across processes.
         self.hub = Hub.from_setting(hub)
         self._limiters: dict[str, anyio.CapacityLimiter] = {}
@@ -213,10 +216,8 @@ class App(Routes):
         await asyncio.to_thread(self.handler_threads.shutdown, 5.0)
 
     async def close_connections(self, timeout: float = 5.0) -> None:
-        """End live SSE streams and close open WebSockets with 1001 (server shutdown)."""
-        from .sse import end_streams
-
-        end_streams()
+        """End this app's live SSE streams and close its WebSockets with 1001 (shutdown)."""
+        self.live_streams.end_all()
         await self.close_websockets(timeout=timeout)
 
     async def close_websockets(

@@ -8,6 +8,13 @@ produced; an idle stream gets a comment line every `keepalive` seconds so proxie
 browsers keep it open; when the client goes away the source is closed (its `finally`
 runs), at once for an async generator and as soon as the current `next()` returns for a
 sync one (a blocked call cannot be interrupted).
+
+Text from anywhere (a chat message echoed back) is safe in an event's data: every line
+break the SSE spec knows (CRLF, CR, LF) starts a new `data:` line, so no text can add a
+field. `event` and `id` refuse line breaks, and `id` NUL, however they are set.
+
+Each `App` keeps the streams it is sending in its `LiveStreams`, so that its shutdown ends
+them, and only them.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import Any, overload
@@ -24,7 +32,7 @@ import anyio.to_thread
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-__all__ = ["SseEvent", "SseResponse", "SseStream", "end_streams", "sse_response"]
+__all__ = ["LiveStreams", "SseEvent", "SseResponse", "SseStream", "sse_response"]
 
 logger = logging.getLogger("cello")
 
@@ -37,8 +45,8 @@ _limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLi
 )
 SOURCE_THREADS = 1000
 
-#: Streams being sent now, so a shutting-down server can end them (see `end_streams`).
-_streams: set[SseResponse] = set()
+#: Where the SSE spec ends a line (and only there: not at \v, \f, U+2028 and the like).
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 class _DataField:
@@ -73,20 +81,51 @@ class SseEvent:
         retry: How long the browser waits before reconnecting, in milliseconds.
     """
 
-    __slots__ = ("_data", "event", "id", "retry")
+    __slots__ = ("_data", "_event", "_id", "_retry")
 
     data = _DataField()
 
     def __init__(
         self, data: str, event: str | None = None, id: str | None = None, retry: int | None = None
     ) -> None:
-        for name, value in (("event", event), ("id", id)):
-            if value is not None and ("\n" in value or "\r" in value):
-                raise ValueError(f"an SSE {name} cannot contain a line break: {value!r}")
         self._data = data
         self.event = event
         self.id = id
         self.retry = retry
+
+    @property
+    def event(self) -> str | None:
+        """The event's name; it cannot contain a line break (`ValueError`)."""
+        return self._event
+
+    @event.setter
+    def event(self, value: str | None) -> None:
+        self._event = _field("event", value)
+
+    @property
+    def id(self) -> str | None:
+        """The event's id; it cannot contain a line break or NUL (`ValueError`)."""
+        return self._id
+
+    @id.setter
+    def id(self, value: str | None) -> None:
+        if value is not None and "\0" in value:
+            raise ValueError(f"an SSE id cannot contain NUL (browsers ignore it): {value!r}")
+        self._id = _field("id", value)
+
+    @property
+    def retry(self) -> int | None:
+        """The reconnection delay in milliseconds: an int, 0 or more."""
+        return self._retry
+
+    @retry.setter
+    def retry(self, value: int | None) -> None:
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"an SSE retry is an int of milliseconds, not {value!r}")
+            if value < 0:
+                raise ValueError(f"an SSE retry cannot be negative: {value!r}")
+        self._retry = value
 
     @classmethod
     def from_data(cls, data: str) -> SseEvent:
@@ -106,24 +145,35 @@ class SseEvent:
         if self.id is not None:
             lines.append(f"id: {self.id}")
         if self.retry is not None:
-            lines.append(f"retry: {int(self.retry)}")
-        lines.extend(f"data: {line}" for line in self._data.replace("\r\n", "\n").split("\n"))
+            lines.append(f"retry: {self.retry}")
+        lines.extend(f"data: {line}" for line in _LINE_BREAK.split(self._data))
         return "\n".join(lines) + "\n\n"
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, SseEvent):
             return NotImplemented
-        return (self._data, self.event, self.id, self.retry) == (
+        return (self._data, self._event, self._id, self._retry) == (
             other._data,
-            other.event,
-            other.id,
-            other.retry,
+            other._event,
+            other._id,
+            other._retry,
         )
 
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         return f"SseEvent({self._data!r}, event={self.event!r}, id={self.id!r})"
+
+
+def _field(name: str, value: str | None) -> str | None:
+    """`value`, checked to be fit for the one line of an `event` or `id` field."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"an SSE {name} is a str, not {type(value).__name__}")
+    if _LINE_BREAK.search(value):
+        raise ValueError(f"an SSE {name} cannot contain a line break: {value!r}")
+    return value
 
 
 class SseStream:
@@ -166,8 +216,42 @@ def encode(item: Any) -> bytes:
     raise TypeError(f"an SSE source yielded {type(item).__name__}; yield SseEvent, str or dict")
 
 
+class LiveStreams:
+    """The SSE responses one `App` is sending now, so that its shutdown can end them.
+
+    A response is in it from the moment it starts until it ends, however it ends (the
+    source is exhausted or fails, the client leaves, the task is cancelled).
+    """
+
+    def __init__(self) -> None:
+        # One entry per response being sent: setting the event ends that response.
+        self._ending: set[asyncio.Event] = set()
+
+    def add(self, ending: asyncio.Event) -> None:
+        self._ending.add(ending)
+
+    def discard(self, ending: asyncio.Event) -> None:
+        self._ending.discard(ending)
+
+    def end_all(self) -> None:
+        """End every response in the registry (their sources are closed): server shutdown.
+
+        uvicorn waits for open responses before it shuts down and gives streaming ones no
+        signal, so without this a browser following a stream would hold the server up.
+        """
+        for ending in list(self._ending):
+            ending.set()
+
+    def __len__(self) -> int:
+        return len(self._ending)
+
+
 class SseResponse(Response):
-    """A `text/event-stream` response fed by an `SseStream` or a live source."""
+    """A `text/event-stream` response fed by an `SseStream` or a live source.
+
+    `live_streams` is the registry of the `App` sending it (cello's HTTP serving sets it);
+    one sent outside a cello `App` is not registered anywhere.
+    """
 
     def __init__(
         self,
@@ -180,6 +264,7 @@ class SseResponse(Response):
         super().__init__(status_code=status, headers=headers)
         self.source = source
         self.keepalive = keepalive
+        self.live_streams: LiveStreams | None = None
         for name, value in (
             ("content-type", "text/event-stream"),
             ("cache-control", "no-cache"),
@@ -189,15 +274,25 @@ class SseResponse(Response):
         del self.headers["content-length"]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        registry = self.live_streams
+        ended = asyncio.Event()  # one per send: a response may be sent more than once
+        if registry is not None:
+            registry.add(ended)
+        try:
+            await self._send(ended, receive, send)
+        finally:
+            if registry is not None:
+                registry.discard(ended)
+
+    async def _send(self, ended: asyncio.Event, receive: Receive, send: Send) -> None:
+        """Send the response until the source is exhausted, the client leaves or `ended`."""
         await send(
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         )
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=1)  # the source waits for the client
         producer = asyncio.ensure_future(self._produce(queue))
         gone = asyncio.ensure_future(_disconnected(receive))
-        self._ending = asyncio.Event()
-        ending = asyncio.ensure_future(self._ending.wait())
-        _streams.add(self)
+        ending = asyncio.ensure_future(ended.wait())
         getter: asyncio.Future[Any] | None = None
         finished = False
         try:
@@ -227,11 +322,11 @@ class SseResponse(Response):
                 except OSError:  # the client went away mid-send
                     break
         finally:
-            for task in (producer, gone, getter):
+            for task in (producer, gone, getter, ending):
                 if task is not None:
                     task.cancel()
             await asyncio.gather(
-                producer, gone, *([getter] if getter else []), return_exceptions=True
+                producer, gone, ending, *([getter] if getter else []), return_exceptions=True
             )
         if finished:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -298,16 +393,6 @@ def sse_response(
         status: The HTTP status.
     """
     return SseResponse(source, keepalive=keepalive, headers=headers, status=status)
-
-
-def end_streams() -> None:
-    """End every SSE response being sent (their sources are closed): for server shutdown.
-
-    uvicorn waits for open responses before it shuts down and gives streaming ones no
-    signal, so without this a browser following a stream would hold the server up.
-    """
-    for stream in list(_streams):
-        stream._ending.set()
 
 
 async def _disconnected(receive: Receive) -> None:
