@@ -15,8 +15,9 @@ import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+import anyio
 import anyio.to_thread
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
@@ -24,10 +25,8 @@ from starlette.types import Receive, Scope, Send
 
 from .request import Request
 from .responses import to_response
-from .sse import SseResponse
-
-if TYPE_CHECKING:
-    from .app import App
+from .routing import RouteTable
+from .sse import LiveStreams, SseResponse
 
 logger = logging.getLogger("cello")
 
@@ -66,7 +65,20 @@ def error_response(status: int, detail: str, headers: Any = None) -> JSONRespons
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
-async def serve_http(app: App, scope: Scope, receive: Receive, send: Send) -> None:
+class HttpHost(Protocol):
+    """What serving HTTP needs from the app (an `App` is one), and nothing more."""
+
+    http_routes: RouteTable[MethodMap]
+    #: The largest request body read, in bytes.
+    max_body_size: int
+    #: The app's live SSE streams, so its shutdown can end them.
+    live_streams: LiveStreams
+
+    @property
+    def http_limiter(self) -> anyio.CapacityLimiter: ...
+
+
+async def serve_http(app: HttpHost, scope: Scope, receive: Receive, send: Send) -> None:
     """The ASGI application for one `http` scope."""
     found = app.http_routes.match_scope(scope)
     if found is None:
