@@ -21,10 +21,13 @@ from typing import Any
 import uvicorn
 
 from cello import App
-from cello.serving import Server
+from cello.serving import WS_PROTOCOL, Server
 
-#: uvicorn's WebSocket backends that speak the denial-response extension.
-WS_BACKENDS = ("websockets", "websockets-sansio", "wsproto")
+#: uvicorn's WebSocket backends that speak the denial-response extension, and cello's
+#: corrected `websockets-sansio` (`WS_PROTOCOL`, what `app.run()` serves with).
+WS_BACKENDS = ("websockets", "websockets-sansio", WS_PROTOCOL, "wsproto")
+#: The backends that parse the upgrade request with websockets' sans-I/O `ServerProtocol`.
+SANSIO_BACKENDS = ("websockets-sansio", WS_PROTOCOL)
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -18,19 +18,22 @@ import struct
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+import uvicorn
 from websockets.exceptions import ConnectionClosed as ClientConnectionClosed
 from websockets.sync.client import connect
 
 from cello import App, AsyncWebSocket, ConnectionClosed, Request, WebSocket
-from servers import ThreadServer, raw_upgrade
+from cello.serving import DEFAULTS, WS_PROTOCOL, WebSocketProtocol
+from servers import SANSIO_BACKENDS, ThreadServer, raw_upgrade, subprocess_server
 
 WAIT = 10
 #: The legacy `websockets` backend waits out its 10 s close timeout on a dead peer.
 SLOW_WAIT = 30
 
-TEXT, BINARY, CLOSE = 0x1, 0x2, 0x8
+CONTINUATION, TEXT, BINARY, CLOSE = 0x0, 0x1, 0x2, 0x8
 
 
 def frame(opcode: int, payload: bytes, *, fin: bool = True, length: int | None = None) -> bytes:
@@ -362,17 +365,19 @@ def test_client_that_never_reads_is_released_by_the_app_closing_it(ws_backend: s
 # ----------------------------------------------------------------- limits from uvicorn
 
 
+def upgrade_request(path: str, headers: dict[str, str]) -> bytes:
+    extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        f"Sec-WebSocket-Version: 13\r\n{extra}\r\n"
+    ).encode()
+
+
 def upgrade_status(port: int, *, path: str = "/echo", headers: dict[str, str]) -> str:
     """The status line uvicorn answers an upgrade with, or `timeout`."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=2)
-    extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-    sock.sendall(
-        (
-            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-            f"Sec-WebSocket-Version: 13\r\n{extra}\r\n"
-        ).encode()
-    )
+    sock.sendall(upgrade_request(path, headers))
     try:
         return sock.recv(4096).split(b"\r\n")[0].decode()
     except TimeoutError:
@@ -389,23 +394,95 @@ def test_header_lines_up_to_8_kib_are_accepted(ws_backend: str) -> None:
         assert upgrade_status(server.port, path=path, headers={}).startswith("HTTP/1.1 101")
 
 
+@pytest.mark.parametrize("ws", ["websockets", *SANSIO_BACKENDS])
 @pytest.mark.parametrize(
-    "ws",
+    ("path", "headers", "refusals"),
     [
-        "websockets",
-        pytest.param(
-            "websockets-sansio",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="uvicorn's websockets-sansio never answers a request that websockets' "
-                "parser refuses (a line over 8 KiB): the connection stays open",
-            ),
+        (
+            "/echo",
+            {"X-Long": "v" * 9000},
+            {"400 Bad Request", "431 Request Header Fields Too Large"},
         ),
+        ("/echo?" + "q" * 9000, {}, {"400 Bad Request", "414 Request-URI Too Long"}),
     ],
+    ids=["header-line", "request-line"],
 )
-def test_oversized_header_line_is_refused_with_400(ws: str) -> None:
+def test_oversized_header_line_is_refused(
+    ws: str, path: str, headers: dict[str, str], refusals: set[str]
+) -> None:
     """The websockets-based backends parse the upgrade with websockets' own limits (8 KiB
-    a line, 128 headers); wsproto with httptools sets none (see the reliability page)."""
+    a line, 128 headers) and refuse a longer line: the legacy backend with 400, the sans-I/O
+    one with websockets' 414 or 431 (websockets 17; 400 before). wsproto with httptools sets
+    no limit (see the reliability page). uvicorn up to 0.54 never answered on
+    `websockets-sansio` and left the connection open; cello's `WebSocketProtocol` answers
+    there too."""
     with ThreadServer(echo_app(), ws=ws) as server:
-        status = upgrade_status(server.port, headers={"X-Long": "v" * 9000})
-        assert status == "HTTP/1.1 400 Bad Request"
+        with socket.create_connection(("127.0.0.1", server.port), timeout=WAIT) as sock:
+            sock.sendall(upgrade_request(path, headers))
+            response = b""
+            while chunk := sock.recv(4096):  # until the server closes the connection
+                response += chunk
+        status = response.split(b"\r\n")[0].decode()
+        assert status.removeprefix("HTTP/1.1 ") in refusals
+
+
+# ----------------------------------------------------------------- protocol edge cases
+
+
+def test_close_between_fragments_is_answered_with_its_code(
+    ws_backend: str, request: pytest.FixtureRequest
+) -> None:
+    """Autobahn|Testsuite case 7.1.5: a text frame without FIN, a close frame, then the
+    continuation. A control frame may come between a message's fragments (RFC 6455 5.4):
+    the server echoes the close code, the incomplete message is dropped, and the handler's
+    `recv` returns the client's close."""
+    if ws_backend == "websockets-sansio":
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=True,
+                reason="websockets' sans-I/O protocol fails the connection with 1002 "
+                "(incomplete fragmented message); cello's WebSocketProtocol corrects it",
+            )
+        )
+    app = App()
+    seen = queue.Queue[object]()
+
+    @app.websocket("/ws")
+    def handler(ws: WebSocket) -> None:
+        msg = ws.recv()
+        seen.put(msg.code if msg is not None and msg.is_close() else msg)
+
+    with ThreadServer(app, ws=ws_backend) as server:
+        with raw_upgrade(server.port, "/ws") as sock:
+            # One write, so the server reads all three frames before it closes the
+            # connection (a frame arriving after that would make the kernel reset it).
+            sock.sendall(
+                frame(TEXT, b"fragment 1", fin=False)
+                + frame(CLOSE, struct.pack("!H", 1000) + b"bye")
+                + frame(CONTINUATION, b"fragment 2")
+            )
+            assert close_code_of(sock) == 1000
+        assert seen.get(timeout=WAIT) == 1000
+        assert wait_until(lambda: idle(app))
+
+
+def test_app_run_serves_with_the_corrected_backend() -> None:
+    config = uvicorn.Config(App(), **DEFAULTS)
+    config.load()
+    assert config.ws_protocol_class is WebSocketProtocol
+
+
+def test_uvicorn_command_line_takes_the_corrected_backend() -> None:
+    """`uvicorn module:app --ws cello.serving:WebSocketProtocol`, as the serving page says:
+    uvicorn imports the class by its path and the 7.1.5 sequence closes with 1000."""
+    extra = ("--ws", WS_PROTOCOL, "--log-level", "warning")
+    with (
+        subprocess_server("apps.stress:app", cwd=Path(__file__).parent, extra=extra) as (_, port),
+        raw_upgrade(port, "/echo") as sock,
+    ):
+        sock.sendall(
+            frame(TEXT, b"fragment 1", fin=False)
+            + frame(CLOSE, struct.pack("!H", 1000))
+            + frame(CONTINUATION, b"fragment 2")
+        )
+        assert close_code_of(sock) == 1000

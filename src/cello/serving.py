@@ -11,7 +11,9 @@ its own shutdown (1012) applies.
 
 The WebSocket backend is uvicorn's `websockets-sansio`: measured on the echo benchmark
 (bench/results/), it costs 30 % less server CPU per message than `wsproto` with 50
-connections, and uvicorn deprecates its older `websockets` backend.
+connections, and uvicorn deprecates its older `websockets` backend. It is served through
+`WebSocketProtocol`, a subclass that corrects two upstream defects (a close frame between
+a message's fragments, a request line or header over 8 KiB): see `cello._uvicorn_ws`.
 """
 
 from __future__ import annotations
@@ -25,13 +27,20 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
+from ._uvicorn_ws import WebSocketProtocol
+
 if TYPE_CHECKING:
     from .app import App
 
-__all__ = ["Server", "run"]
+__all__ = ["WS_PROTOCOL", "Server", "WebSocketProtocol", "run"]
+
+#: uvicorn's `ws` option naming `WebSocketProtocol`, for `uvicorn --ws`, `uvicorn.Config`
+#: and gunicorn's `UvicornWorker.CONFIG_KWARGS`: an import path, so worker processes
+#: started by `--workers`, `--reload` or gunicorn import it themselves.
+WS_PROTOCOL = "cello.serving:WebSocketProtocol"
 
 #: uvicorn options cello chooses unless the caller does.
-DEFAULTS: dict[str, Any] = {"lifespan": "on", "ws": "websockets-sansio"}
+DEFAULTS: dict[str, Any] = {"lifespan": "on", "ws": WS_PROTOCOL}
 
 
 class Server(uvicorn.Server):
