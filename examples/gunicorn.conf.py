@@ -27,7 +27,7 @@ class CelloWorker(UvicornWorker):
 
     CONFIG_KWARGS: ClassVar[dict] = {
         **UvicornWorker.CONFIG_KWARGS,
-        "ws": "websockets-sansio",
+        "ws": "cello.serving:WebSocketProtocol",
         "lifespan": "on",
         "timeout_graceful_shutdown": 10,
     }
