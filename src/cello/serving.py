@@ -23,16 +23,24 @@ import contextlib
 import socket
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import uvicorn
+from starlette.types import Receive, Scope, Send
 
 from ._uvicorn_ws import WebSocketProtocol
 
-if TYPE_CHECKING:
-    from .app import App
+__all__ = ["WS_PROTOCOL", "ServedApp", "Server", "WebSocketProtocol", "run"]
 
-__all__ = ["WS_PROTOCOL", "Server", "WebSocketProtocol", "run"]
+
+class ServedApp(Protocol):
+    """What serving needs of an app (an `App` is one): an ASGI callable that can close its
+    connections before the server shuts down."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
+
+    async def close_connections(self, timeout: float = 5.0) -> None: ...
+
 
 #: uvicorn's `ws` option naming `WebSocketProtocol`, for `uvicorn --ws`, `uvicorn.Config`
 #: and gunicorn's `UvicornWorker.CONFIG_KWARGS`: an import path, so worker processes
@@ -46,7 +54,7 @@ DEFAULTS: dict[str, Any] = {"lifespan": "on", "ws": WS_PROTOCOL}
 class Server(uvicorn.Server):
     """A uvicorn server that closes the app's WebSockets with 1001 before shutting down."""
 
-    def __init__(self, config: uvicorn.Config, app: App) -> None:
+    def __init__(self, config: uvicorn.Config, app: ServedApp) -> None:
         super().__init__(config)
         self.cello_app = app
 
@@ -69,7 +77,7 @@ def command_line(argv: list[str]) -> dict[str, Any]:
     return {key: value for key, value in vars(known).items() if value is not None}
 
 
-def import_string(app: App) -> str:
+def import_string(app: ServedApp) -> str:
     """`module:attribute` naming `app`, for uvicorn to import it in worker processes.
 
     Raises:
@@ -93,7 +101,7 @@ def import_string(app: App) -> str:
 
 
 def run(
-    app: App,
+    app: ServedApp,
     host: str = "127.0.0.1",
     port: int = 8000,
     *,
