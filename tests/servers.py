@@ -10,6 +10,7 @@ import contextlib
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -175,3 +176,42 @@ def raw_upgrade(port: int, path: str, *, rcvbuf: int | None = None) -> socket.so
     if not response.startswith(b"HTTP/1.1 101"):
         raise ConnectionError(response.decode(errors="replace"))
     return sock
+
+
+#: WebSocket frame opcodes, for tests that speak the protocol over a bare socket.
+CONTINUATION, TEXT, BINARY, CLOSE = 0x0, 0x1, 0x2, 0x8
+
+
+def frame(opcode: int, payload: bytes, *, fin: bool = True, length: int | None = None) -> bytes:
+    """A masked client frame; `length` may claim more payload than is sent."""
+    size = len(payload) if length is None else length
+    head = bytes([(0x80 if fin else 0) | opcode])
+    if size < 126:
+        head += bytes([0x80 | size])
+    elif size < 1 << 16:
+        head += bytes([0x80 | 126]) + struct.pack("!H", size)
+    else:
+        head += bytes([0x80 | 127]) + struct.pack("!Q", size)
+    mask = os.urandom(4)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def read_frame(sock: socket.socket) -> tuple[int, bytes]:
+    """The next server frame (servers never mask): its opcode and payload."""
+
+    def exactly(n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = sock.recv(n - len(data))
+            if not chunk:
+                raise ConnectionError("the server closed the TCP connection")
+            data += chunk
+        return data
+
+    first, second = exactly(2)
+    size = second & 0x7F
+    if size == 126:
+        size = struct.unpack("!H", exactly(2))[0]
+    elif size == 127:
+        size = struct.unpack("!Q", exactly(8))[0]
+    return first & 0x0F, exactly(size)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import queue
 import socket
 import struct
@@ -27,48 +26,22 @@ from websockets.sync.client import connect
 
 from cello import App, AsyncWebSocket, ConnectionClosed, Request, WebSocket
 from cello.serving import DEFAULTS, WS_PROTOCOL, WebSocketProtocol
-from servers import SANSIO_BACKENDS, ThreadServer, raw_upgrade, subprocess_server
+from servers import (
+    BINARY,
+    CLOSE,
+    CONTINUATION,
+    SANSIO_BACKENDS,
+    TEXT,
+    ThreadServer,
+    frame,
+    raw_upgrade,
+    read_frame,
+    subprocess_server,
+)
 
 WAIT = 10
 #: The legacy `websockets` backend waits out its 10 s close timeout on a dead peer.
 SLOW_WAIT = 30
-
-CONTINUATION, TEXT, BINARY, CLOSE = 0x0, 0x1, 0x2, 0x8
-
-
-def frame(opcode: int, payload: bytes, *, fin: bool = True, length: int | None = None) -> bytes:
-    """A masked client frame; `length` may claim more payload than is sent."""
-    size = len(payload) if length is None else length
-    head = bytes([(0x80 if fin else 0) | opcode])
-    if size < 126:
-        head += bytes([0x80 | size])
-    elif size < 1 << 16:
-        head += bytes([0x80 | 126]) + struct.pack("!H", size)
-    else:
-        head += bytes([0x80 | 127]) + struct.pack("!Q", size)
-    mask = os.urandom(4)
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-
-
-def read_frame(sock: socket.socket) -> tuple[int, bytes]:
-    """The next server frame (servers never mask): its opcode and payload."""
-
-    def exactly(n: int) -> bytes:
-        data = b""
-        while len(data) < n:
-            chunk = sock.recv(n - len(data))
-            if not chunk:
-                raise ConnectionError("the server closed the TCP connection")
-            data += chunk
-        return data
-
-    first, second = exactly(2)
-    size = second & 0x7F
-    if size == 126:
-        size = struct.unpack("!H", exactly(2))[0]
-    elif size == 127:
-        size = struct.unpack("!Q", exactly(8))[0]
-    return first & 0x0F, exactly(size)
 
 
 def close_code_of(sock: socket.socket) -> int:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
 import sys
 import threading
 import time
@@ -26,7 +25,7 @@ from websockets.sync.client import connect
 from cello import App, AsyncWebSocket, ConnectionClosed, WebSocket
 from cello.serving import DEFAULTS
 from cello.testing import TestClient, WebSocketDisconnect
-from servers import ThreadServer, raw_upgrade
+from servers import BINARY, TEXT, ThreadServer, frame, raw_upgrade, read_frame
 
 WAIT = 10  # seconds any single expectation may take before the test fails
 BACKEND = DEFAULTS["ws"]
@@ -271,35 +270,6 @@ def test_a_client_closing_first_logs_nothing_in_process(caplog: pytest.LogCaptur
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
 
 
-def read_frame(sock: socket.socket) -> tuple[int, bytes]:
-    """One unfragmented frame from the server (unmasked): its opcode and payload."""
-
-    def exactly(n: int) -> bytes:
-        data = b""
-        while len(data) < n:
-            chunk = sock.recv(n - len(data))
-            if not chunk:
-                raise ConnectionError("closed")
-            data += chunk
-        return data
-
-    first, second = exactly(2)
-    length = second & 0x7F
-    if length == 126:
-        length = int.from_bytes(exactly(2), "big")
-    elif length == 127:
-        length = int.from_bytes(exactly(8), "big")
-    return first & 0x0F, exactly(length)
-
-
-def send_text_frame(sock: socket.socket, text: str) -> None:
-    """A masked text frame, as a client sends it (short texts only)."""
-    payload = text.encode()
-    mask = b"\x01\x02\x03\x04"
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
-
-
 def test_an_async_sender_behind_broadcasts_is_woken_when_the_client_reads() -> None:
     """Broadcasts pile up for a client that pauses reading; its async handler's own send
     waits for room, and is woken once the client reads again (it used to wait forever:
@@ -319,14 +289,14 @@ def test_an_async_sender_behind_broadcasts_is_woken_when_the_client_reads() -> N
     with ThreadServer(app, ws=BACKEND) as server:
         sock = raw_upgrade(server.port, "/ws", rcvbuf=65536)  # reads nothing until below
         try:
-            assert read_frame(sock) == (0x1, b"joined")
+            assert read_frame(sock) == (TEXT, b"joined")
             for _ in range(count):
                 app.hub.broadcast("all", b"x" * size)
-            send_text_frame(sock, "go")
+            sock.sendall(frame(TEXT, b"go"))
             for _ in range(count):
-                assert read_frame(sock) == (0x2, b"x" * size)
-            assert read_frame(sock) == (0x1, b"mine")
-            assert read_frame(sock) == (0x1, b"returned")
+                assert read_frame(sock) == (BINARY, b"x" * size)
+            assert read_frame(sock) == (TEXT, b"mine")
+            assert read_frame(sock) == (TEXT, b"returned")
         finally:
             sock.close()
 
