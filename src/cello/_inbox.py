@@ -7,20 +7,21 @@ may be as large as the server's `ws_max_size`): when `put` says the inbox is ful
 stops reading, so the server stops reading the socket and TCP pushes back on the client.
 `get` calls `resume` once the handler has taken it down to half, and the pump reads again.
 
-Thread safety: every field is read and written under `_lock` (the condition's lock), so
-the pump's thread and any handler thread may call in at once; nothing here relies on the
-GIL. Two threads reading one connection at the same time is refused with
-`ConcurrencyError`: which of them would get which message is arbitrary, so it is a bug in
-the app, better reported than hidden.
+Thread safety, and cost: the messages travel in a `queue.SimpleQueue` (C, internally
+locked, so correct with or without the GIL), which is what a waiting handler thread blocks
+on: a message costs one put and one get, as a plain queue would, with no Python-level
+condition variable on the path. The bounds are counted under `_lock`, held for a few
+operations at a time. Two threads reading one connection at the same time is refused with
+`ConcurrencyError` (a non-blocking try of `_reader`): which of them would get which
+message is arbitrary, so it is a bug in the app, better reported than hidden.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
-import time
-from collections import deque
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 from .errors import ConcurrencyError
 from .messages import WebSocketMessage
@@ -29,6 +30,9 @@ from .messages import WebSocketMessage
 MAX_MESSAGES: Final = 64
 #: Bytes (characters for text) of waiting messages before the pump pauses.
 MAX_BYTES: Final = 1024 * 1024
+
+
+_END: Final = object()  # in the queue after the last message: nothing more will come
 
 
 class Inbox:
@@ -51,13 +55,15 @@ class Inbox:
         self._resume = resume
         self.max_messages = max_messages
         self.max_bytes = max_bytes
-        self._lock = threading.Lock()
-        self._arrived = threading.Condition(self._lock)  # notified by put and end
-        self._messages: deque[tuple[WebSocketMessage, int]] = deque()  # (message, size)
-        self._bytes = 0  # the sizes of `_messages`, added up
+        #: (message, size) pairs, then `_END`; put by the pump (and `end`), taken by `get`.
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._reader = threading.Lock()  # held by the thread inside `get`
+        self._lock = threading.Lock()  # guards the fields below
+        self._count = 0  # messages put and not yet taken
+        self._bytes = 0  # their sizes, added up
         self._paused = False  # set by put when full; cleared by get (which then resumes)
         self._ended = False  # set by end: nothing more will be put
-        self._reading = False  # a thread is inside get
+        self._discarded = False  # set by end(discard=True): get returns None from now on
 
     @property
     def paused(self) -> bool:
@@ -67,7 +73,7 @@ class Inbox:
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._messages)
+            return 0 if self._discarded else self._count
 
     def put(self, message: WebSocketMessage, size: int) -> bool:
         """Add a received message (the pump, on the loop); whether the pump must now pause.
@@ -77,12 +83,13 @@ class Inbox:
         with self._lock:
             if self._ended:
                 return False
-            self._messages.append((message, size))
+            self._count += 1
             self._bytes += size
-            self._arrived.notify()
-            if len(self._messages) >= self.max_messages or self._bytes >= self.max_bytes:
+            if self._count >= self.max_messages or self._bytes >= self.max_bytes:
                 self._paused = True
-            return self._paused
+            paused = self._paused
+        self._queue.put((message, size))
+        return paused
 
     def end(self, final: WebSocketMessage | None = None, *, discard: bool = False) -> None:
         """Nothing more will arrive: `get` returns what waits, then `final` if any, then `None`.
@@ -94,15 +101,13 @@ class Inbox:
             if self._ended:
                 return
             self._ended = True
-            if discard:
-                self._messages.clear()
-                self._bytes = 0
-            if final is not None:
-                self._messages.append((final, 0))
+            self._discarded = discard
             resume = self._paused and discard
             if resume:
                 self._paused = False
-            self._arrived.notify_all()
+        if final is not None and not discard:
+            self._queue.put((final, 0))
+        self._queue.put(_END)  # wakes a waiting `get`
         if resume:
             self._resume()
 
@@ -113,43 +118,37 @@ class Inbox:
             TimeoutError: nothing arrived within `timeout` seconds.
             ConcurrencyError: another thread is already waiting in `get`.
         """
-        with self._lock:
-            if self._reading:
-                raise ConcurrencyError(
-                    "two threads are reading this WebSocket at once: recv() must be called "
-                    "from one thread at a time (usually the connection's handler)"
-                )
-            self._reading = True
+        if not self._reader.acquire(blocking=False):
+            raise ConcurrencyError(
+                "two threads are reading this WebSocket at once: recv() must be called "
+                "from one thread at a time (usually the connection's handler)"
+            )
+        try:
+            if self._discarded:
+                return None
             try:
-                if not self._messages and not self._ended:
-                    self._wait(timeout)
-                if not self._messages:
-                    return None
-                message, size = self._messages.popleft()
+                item = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                raise TimeoutError(f"no WebSocket message within {timeout} s") from None
+            if item is _END:
+                self._queue.put(_END)  # every later call sees it too
+                return None
+            if self._discarded:
+                return None
+            message: WebSocketMessage = item[0]
+            size: int = item[1]
+            with self._lock:
+                self._count -= 1
                 self._bytes -= size
                 resume = (
                     self._paused
-                    and len(self._messages) <= self.max_messages // 2
+                    and self._count <= self.max_messages // 2
                     and self._bytes <= self.max_bytes // 2
                 )
                 if resume:
                     self._paused = False
-            finally:
-                self._reading = False
+        finally:
+            self._reader.release()
         if resume:
             self._resume()
         return message
-
-    def _wait(self, timeout: float | None) -> None:
-        """Wait (lock held) until a message arrives or the inbox ends; TimeoutError past
-        `timeout`."""
-        if timeout is None:
-            while not self._messages and not self._ended:
-                self._arrived.wait()
-            return
-        deadline = time.monotonic() + timeout
-        while not self._messages and not self._ended:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"no WebSocket message within {timeout} s")
-            self._arrived.wait(remaining)
