@@ -43,6 +43,8 @@ DEFAULT_MAX_QUEUE: Final = 1024
 
 logger = logging.getLogger("cello.hub")
 
+_WAKE, _TOO_SLOW = Queued.WAKE, Queued.TOO_SLOW  # globals: read once per member reached
+
 Member = WebSocket | AsyncWebSocket
 
 
@@ -216,9 +218,9 @@ class Hub:
             if channel in excluded:
                 continue
             outcome = channel.enqueue(event, limit)
-            if outcome is Queued.WAKE:
+            if outcome is _WAKE:
                 to_wake.append(channel)
-            elif outcome is Queued.TOO_SLOW:
+            elif outcome is _TOO_SLOW:
                 logger.warning(
                     "Disconnected a member of group %r with 1008: %d messages behind",
                     group,
