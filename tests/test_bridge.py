@@ -162,6 +162,22 @@ def test_client_leaving_before_accept() -> None:
     run(test)
 
 
+def test_task_cancelled_before_accept_is_lost() -> None:
+    async def test(fake: FakeASGI) -> None:
+        channel = channel_for(fake)
+        channel.start_pump()
+        channel.abort()  # the connection's task is going away (server shutdown, cancel)
+        assert channel.state is State.LOST
+        with pytest.raises(ConnectionClosed) as closed:
+            channel.accept(ACCEPT)
+        assert closed.value.code == 1006
+        assert await in_thread(lambda: channel.recv(WAIT)) is None
+        await channel.finish()
+        assert fake.sent == []
+
+    run(test)
+
+
 def test_peer_close_gives_one_close_message_then_none() -> None:
     async def test(fake: FakeASGI) -> None:
         channel = channel_for(fake)

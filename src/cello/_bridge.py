@@ -210,7 +210,8 @@ class Channel:
             self.close_reason = reason
         if new is _CLOSED_BY_PEER or new is _LOST:
             self._outbox.clear()
-        self._space.notify_all()  # a waiting sender decides again
+        if self._space_waiters:
+            self._space.notify_all()  # a waiting sender decides again
         return True
 
     def _transition(self, new: State, code: int | None = None, reason: str = "") -> bool:
