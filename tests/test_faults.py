@@ -16,7 +16,6 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -37,6 +36,7 @@ from servers import (
     raw_upgrade,
     read_frame,
     subprocess_server,
+    wait_until,
 )
 
 WAIT = 10
@@ -57,15 +57,6 @@ def reset(sock: socket.socket) -> None:
     """Vanish: close with SO_LINGER 0, so the server gets a TCP reset and no close frame."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = WAIT) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def idle(app: App) -> bool:
@@ -96,7 +87,9 @@ def still_serves(server: ThreadServer) -> None:
 # ----------------------------------------------------------------- malformed input
 
 
-def test_invalid_utf8_text_closes_1007(ws_backend: str) -> None:
+def first_received_app() -> tuple[App, queue.Queue[object]]:
+    """An app whose handler reports what its first `recv()` gave: a close code, or the
+    message (or `None`)."""
     app = App()
     seen = queue.Queue[object]()
 
@@ -105,6 +98,11 @@ def test_invalid_utf8_text_closes_1007(ws_backend: str) -> None:
         msg = ws.recv()
         seen.put(msg.code if msg is not None and msg.is_close() else msg)
 
+    return app, seen
+
+
+def test_invalid_utf8_text_closes_1007(ws_backend: str) -> None:
+    app, seen = first_received_app()
     with ThreadServer(app, ws=ws_backend) as server:
         sock = raw_upgrade(server.port, "/ws")
         sock.sendall(frame(TEXT, b"caf\xc3"))  # a truncated two-byte sequence
@@ -416,14 +414,7 @@ def test_close_between_fragments_is_answered_with_its_code(
                 "(incomplete fragmented message); cello's WebSocketProtocol corrects it",
             )
         )
-    app = App()
-    seen = queue.Queue[object]()
-
-    @app.websocket("/ws")
-    def handler(ws: WebSocket) -> None:
-        msg = ws.recv()
-        seen.put(msg.code if msg is not None and msg.is_close() else msg)
-
+    app, seen = first_received_app()
     with ThreadServer(app, ws=ws_backend) as server:
         with raw_upgrade(server.port, "/ws") as sock:
             # One write, so the server reads all three frames before it closes the

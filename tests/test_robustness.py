@@ -14,8 +14,6 @@ import json
 import logging
 import sys
 import threading
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -25,19 +23,10 @@ from websockets.sync.client import connect
 from cello import App, AsyncWebSocket, ConnectionClosed, WebSocket
 from cello.serving import DEFAULTS
 from cello.testing import TestClient, WebSocketDisconnect
-from servers import BINARY, TEXT, ThreadServer, frame, raw_upgrade, read_frame
+from servers import BINARY, TEXT, ThreadServer, frame, raw_upgrade, read_frame, wait_until
 
 WAIT = 10  # seconds any single expectation may take before the test fails
 BACKEND = DEFAULTS["ws"]
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = WAIT) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def receive_until_closed(ws: Any) -> tuple[list[str], int]:
