@@ -506,6 +506,19 @@ def test_a_failure_publishing_is_logged_and_the_publisher_goes_on(
     assert relay.dropped == 1
 
 
+def assert_ended_unexpectedly(
+    caplog: pytest.LogCaptureFixture, tasks_left: set[str], task: str
+) -> None:
+    """The relay task's unforeseen end was logged with its traceback, and no relay task
+    outlived the app's shutdown."""
+    assert not any(name.startswith("cello-hub") for name in tasks_left), tasks_left
+    [record] = [r for r in caplog.records if "ended unexpectedly" in r.getMessage()]
+    assert record.name == "cello.hub"
+    assert record.exc_info is not None
+    assert record.exc_info[0] is Unforeseen
+    assert f"Unforeseen: injected into the {task}" in caplog.text
+
+
 def test_a_publisher_that_ends_unexpectedly_is_logged_and_reported(
     redis: RedisServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -539,12 +552,7 @@ def test_a_publisher_that_ends_unexpectedly_is_logged_and_reported(
 
     with caplog.at_level(logging.WARNING, logger="cello.hub"):
         left = asyncio.run(scenario())
-    assert not any(name.startswith("cello-hub") for name in left), left
-    [record] = [r for r in caplog.records if "ended unexpectedly" in r.getMessage()]
-    assert record.name == "cello.hub"
-    assert record.exc_info is not None
-    assert record.exc_info[0] is Unforeseen
-    assert "Unforeseen: injected into the publisher" in caplog.text
+    assert_ended_unexpectedly(caplog, left, "publisher")
 
 
 def test_a_subscriber_that_ends_unexpectedly_is_logged_and_reported(
@@ -579,9 +587,4 @@ def test_a_subscriber_that_ends_unexpectedly_is_logged_and_reported(
 
     with caplog.at_level(logging.WARNING, logger="cello.hub"):
         left = asyncio.run(scenario())
-    assert not any(name.startswith("cello-hub") for name in left), left
-    [record] = [r for r in caplog.records if "ended unexpectedly" in r.getMessage()]
-    assert record.name == "cello.hub"
-    assert record.exc_info is not None
-    assert record.exc_info[0] is Unforeseen
-    assert "Unforeseen: injected into the subscriber" in caplog.text
+    assert_ended_unexpectedly(caplog, left, "subscriber")

@@ -218,13 +218,15 @@ class Channel:
             self._space.notify_all()  # a waiting sender decides again
         return True
 
-    def _transition(self, new: State, code: int | None = None, reason: str = "") -> bool:
-        """Change state without queueing anything (the client closed, or is gone)."""
+    def _transition(self, new: State, code: int | None = None, reason: str = "") -> State | None:
+        """Change state without queueing anything (the client closed, or is gone); the
+        state it left, or `None` if the transition was refused."""
         with self._lock:
+            left = self.state
             if not self._enter(new, code, reason):
-                return False
+                return None
         self._after(new, wake=False)
-        return True
+        return left
 
     def _after(self, new: State, wake: bool) -> None:
         """What a transition to `new` sets off outside the lock, from any thread."""
@@ -598,13 +600,11 @@ class Channel:
             return None
         code: int = event.get("code", 1005)
         reason: str = event.get("reason") or ""
-        with self._lock:
-            was_open = self.state is _OPEN or self.state is _CONNECTING
-            if not self._enter(_CLOSED_BY_PEER, code, reason):
-                return None
-        self._after(_CLOSED_BY_PEER, wake=False)
+        left = self._transition(_CLOSED_BY_PEER, code, reason)
         # Once the app has closed, `recv` returns None whatever the client does.
-        return WebSocketMessage.close(code, reason) if was_open else None
+        if left is _OPEN or left is _CONNECTING:
+            return WebSocketMessage.close(code, reason)
+        return None
 
     # ----------------------------------------------------------------- closing
 
