@@ -17,6 +17,7 @@ from .hub import Hub
 from .messages import WebSocketMessage
 from .request import Request
 from .responses import Response
+from .runners import blocking, sleep
 from .websocket import AsyncWebSocket, WebSocket
 
 __all__ = [
@@ -31,6 +32,8 @@ __all__ = [
     "Response",
     "WebSocket",
     "WebSocketMessage",
+    "blocking",
+    "sleep",
 ]
 
 __version__ = "0.1.0"

@@ -51,6 +51,7 @@ import anyio
 from starlette.types import Message, Receive, Send
 
 from ._events import ABNORMAL_CLOSURE, close_event, ends_connection, to_message, was_lost
+from ._greenlets import await_, current_handler
 from ._inbox import Inbox
 from .errors import ConnectionClosed
 from .messages import WebSocketMessage
@@ -183,6 +184,8 @@ class Channel:
         # Incoming side (sync handlers only; async handlers receive directly).
         self._inbox: Inbox | None = Inbox(self._resume_pump) if sync_reader else None
         self._pump_resumed = asyncio.Event()  # on the loop only
+        self._reader: asyncio.Task[Any] | None = None  # on the loop only: waiting in `arecv`
+        self._reader_interrupted = False  # on the loop only: `_settle` cancelled that wait
         self._pump: asyncio.Task[None] | None = None
 
     @property
@@ -246,6 +249,17 @@ class Channel:
             self._wake_writer()
         if self._space_on_loop is not None:
             self._space_on_loop.set()
+        reader = self._reader
+        state = self.state
+        if (
+            reader is not None
+            and state is not _OPEN
+            and state is not _CLOSED_BY_PEER  # the client's close reaches `receive` itself
+            and not self._reader_interrupted
+        ):
+            # Closed by the app (or lost): a waiting `arecv` returns None now.
+            self._reader_interrupted = True
+            reader.cancel()
         if self.state in FINISHED and not self._finished.done():
             self._finished.set_result(None)
 
@@ -328,6 +342,10 @@ class Channel:
 
     def _wait_for_space(self, timeout: float | None) -> None:
         if threading.get_ident() == self._loop_thread:
+            if current_handler() is not None:
+                # A greenlet handler sending to another connection: wait on the loop.
+                await_(self._await_space(timeout))
+                return
             self._too_slow("client too slow")
             raise ConnectionClosed(1008, "client too slow")
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -564,6 +582,9 @@ class Channel:
         """
         inbox = self._inbox
         if inbox is None:
+            handler = current_handler()
+            if handler is not None and handler.channel is self:
+                return await_(self.arecv(timeout))
             raise RuntimeError(
                 "recv() from a thread is not available on an async route: its handler "
                 "receives with `await ws.recv()` (hand messages to threads yourself)"
@@ -576,17 +597,33 @@ class Channel:
         return inbox.get(timeout)
 
     async def arecv(self, timeout: float | None = None) -> WebSocketMessage | None:
-        """`recv` for async handlers: reads the ASGI `receive` directly, no pump."""
+        """`recv` for async and greenlet handlers: reads the ASGI `receive` directly, no pump.
+
+        A close from the app's side (another thread, shutdown) interrupts the wait, which
+        then returns `None` at once, as a thread's `recv` does, instead of waiting for the
+        client to answer the close frame.
+        """
         if self.state is not _OPEN:
             return None
-        if timeout is None:
-            event = await self._receive()
-        else:
-            try:
-                async with asyncio.timeout(timeout):
-                    event = await self._receive()
-            except TimeoutError:
-                raise TimeoutError(f"no WebSocket message within {timeout} s") from None
+        reader = asyncio.current_task()
+        self._reader = reader
+        try:
+            if timeout is None:
+                event = await self._receive()
+            else:
+                try:
+                    async with asyncio.timeout(timeout):
+                        event = await self._receive()
+                except TimeoutError:
+                    raise TimeoutError(f"no WebSocket message within {timeout} s") from None
+        except asyncio.CancelledError:
+            if self._reader_interrupted and reader is not None:
+                self._reader_interrupted = False
+                if reader.uncancel() == 0:
+                    return None  # `_interrupt_reader`'s cancel, and no other
+            raise
+        finally:
+            self._reader = None
         if event["type"] == "websocket.receive":
             return to_message(event)
         if event["type"] == "websocket.disconnect":

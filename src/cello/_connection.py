@@ -3,11 +3,13 @@
 Route the path; refuse it if no route matches, or with 403 if the browser page's `Origin`
 is not one the route allows (`cello.origins`); run the route's guards (which may refuse
 with an HTTP status before anything is accepted); accept with the chosen subprotocol;
-run the handler (a sync one on a handler thread, an async one on the loop); close with
-1000 when it returns or 1011 when it raises. The close codes the server may see:
+run the handler (a sync one on a handler thread or in a greenlet on the loop, as its
+runner says; an async one on the loop); close with 1000 when it returns or 1011 when it
+raises. The close codes the server may see:
 
 * 1000: the handler returned; 1011: the handler raised (logged with its traceback);
-* 1013: every handler thread is busy (the app's `websocket_threads` budget);
+* 1013: the runner's budget is spent (the app's `websocket_threads` or
+  `websocket_greenlets`);
 * 1001: the server is shutting down (see `App.close_websockets`);
 * before acceptance: the guard's HTTP status through the ASGI denial-response extension,
   or close code 1008 (HTTP 403) where the server lacks it; 404 for an unknown path.
@@ -25,11 +27,13 @@ from typing import Any, Protocol
 
 import anyio
 import anyio.to_thread
+from greenlet import GreenletExit
 from starlette.exceptions import HTTPException
 from starlette.types import Message, Receive, Scope, Send
 
 from ._bridge import Channel
 from ._events import accept_event, refusal
+from ._greenlets import HandlerGreenlets, await_, run_in_greenlet
 from ._threads import HandlerThreads
 from .errors import ConnectionClosed
 from .guards import Guard
@@ -37,6 +41,7 @@ from .hub import Hub
 from .origins import OriginPolicy
 from .request import Request
 from .routing import RouteTable
+from .runners import Runner, check_runner, default_runner
 from .websocket import AsyncWebSocket, WebSocket
 
 logger = logging.getLogger("cello")
@@ -53,6 +58,8 @@ class WebSocketEndpoint:
     guards: tuple[Guard, ...]
     #: The route's own origin policy; `None` defers to the app's.
     origins: OriginPolicy | None = None
+    #: How a plain `def` handler runs; `None` defers to the app's runner.
+    runner: Runner | None = None
 
     @classmethod
     def create(
@@ -61,6 +68,7 @@ class WebSocketEndpoint:
         subprotocols: Sequence[str],
         guards: Sequence[Guard],
         origins: OriginPolicy | None = None,
+        runner: str | None = None,
     ) -> WebSocketEndpoint:
         positional = [
             p
@@ -71,13 +79,21 @@ class WebSocketEndpoint:
             raise TypeError(
                 f"WebSocket handler {handler.__qualname__} must take (ws) or (ws, request)"
             )
+        is_async = inspect.iscoroutinefunction(handler)
+        checked = check_runner(runner)
+        if checked is not None and is_async:
+            raise TypeError(
+                f"runner={runner!r} is for plain def handlers; {handler.__qualname__} is "
+                "async def, which always runs on the event loop"
+            )
         return cls(
             handler=handler,
-            is_async=inspect.iscoroutinefunction(handler),
+            is_async=is_async,
             takes_request=len(positional) == 2,
             subprotocols=tuple(subprotocols),
             guards=tuple(guards),
             origins=origins,
+            runner=checked,
         )
 
     @property
@@ -92,6 +108,9 @@ class WebSocketHost(Protocol):
     #: The app-wide origin policy (a route's own replaces it); `None` checks nothing.
     origin_policy: OriginPolicy | None
     handler_threads: HandlerThreads
+    handler_greenlets: HandlerGreenlets
+    #: The runner of plain `def` handlers whose route does not choose; `None`: the default.
+    websocket_runner: Runner | None
     #: Open connections, so shutdown can close them.
     live_channels: set[Channel]
     hub: Hub
@@ -100,6 +119,9 @@ class WebSocketHost(Protocol):
 
     @property
     def guard_limiter(self) -> anyio.CapacityLimiter: ...
+
+    @property
+    def blocking_limiter(self) -> anyio.CapacityLimiter: ...
 
 
 def choose_subprotocol(offered: Sequence[str], supported: Sequence[str]) -> str | None:
@@ -158,20 +180,43 @@ async def serve_websocket(app: WebSocketHost, scope: Scope, receive: Receive, se
     subprotocol = choose_subprotocol(scope.get("subprotocols") or (), endpoint.subprotocols)
     accept = accept_event(subprotocol)
     loop = asyncio.get_running_loop()
+    runner = None if endpoint.is_async else _runner_of(app, endpoint)
     channel = Channel(
-        loop, receive, send, sync_reader=not endpoint.is_async, send_timeout=app.send_timeout
+        loop, receive, send, sync_reader=runner == "thread", send_timeout=app.send_timeout
     )
     app.live_channels.add(channel)
     if not app.hub.running:
         await app.hub.start()  # served without lifespan (mounted): start on first use
     try:
-        if endpoint.is_async:
+        if runner is None:
             await _run_async(app, endpoint, channel, request, subprotocol, accept)
+        elif runner == "greenlet":
+            await _run_greenlet(app, endpoint, channel, request, subprotocol, accept)
         else:
             await _run_sync(app, endpoint, channel, request, subprotocol, accept)
     finally:
         app.live_channels.discard(channel)
         app.hub.forget(channel)
+
+
+def _runner_of(app: WebSocketHost, endpoint: WebSocketEndpoint) -> Runner:
+    return endpoint.runner or app.websocket_runner or default_runner()
+
+
+async def _refuse_busy(
+    channel: Channel, accept: Message, path: str, kind: str, busy: int, limit: int
+) -> None:
+    """Accept and close with 1013: the runner's budget is spent."""
+    logger.warning(
+        "No WebSocket handler %s for %s (%d of %d busy); refusing it with 1013",
+        kind,
+        path,
+        busy,
+        limit,
+    )
+    channel.accept(accept)
+    channel.close(1013, "server busy, try again later")
+    await channel.finish()
 
 
 async def _run_async(
@@ -231,9 +276,12 @@ async def _run_sync(
         if not done.done():
             done.set_result(None)
 
+    def wait_on_loop(awaitable: Awaitable[Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(_await(awaitable), loop).result()
+
     def run_in_thread() -> None:
         try:
-            if _guards_allow(endpoint, request, channel, loop):
+            if _guards_allow(endpoint, request, channel, wait_on_loop):
                 channel.accept(accept)
                 _call_handler(endpoint, ws, request)
         except ConnectionClosed:
@@ -248,16 +296,9 @@ async def _run_sync(
                 loop.call_soon_threadsafe(finished)
 
     channel.start_pump()
-    if not app.handler_threads.submit(run_in_thread):
-        logger.warning(
-            "No WebSocket handler thread for %s (%d of %d busy); refusing it with 1013",
-            request.path,
-            app.handler_threads.busy,
-            app.handler_threads.limit,
-        )
-        channel.accept(accept)
-        channel.close(1013, "server busy, try again later")
-        await channel.finish()
+    threads = app.handler_threads
+    if not threads.submit(run_in_thread):
+        await _refuse_busy(channel, accept, request.path, "thread", threads.busy, threads.limit)
         return
     try:
         await done
@@ -267,19 +308,66 @@ async def _run_sync(
     await channel.finish()
 
 
+async def _run_greenlet(
+    app: WebSocketHost,
+    endpoint: WebSocketEndpoint,
+    channel: Channel,
+    request: Request,
+    subprotocol: str | None,
+    accept: Message,
+) -> None:
+    """Run a plain `def` handler in a greenlet on this task (see `_greenlets`)."""
+    greenlets = app.handler_greenlets
+    if not greenlets.reserve():
+        await _refuse_busy(
+            channel, accept, request.path, "greenlet", greenlets.busy, greenlets.limit
+        )
+        return
+    ws = WebSocket(channel, request, subprotocol)
+
+    def handle() -> None:
+        try:
+            if _guards_allow(endpoint, request, channel, await_):
+                await_(channel.aaccept(accept))
+                _call_handler(endpoint, ws, request)
+        except ConnectionClosed:
+            pass  # a send raced the client's departure: a normal end
+        except (asyncio.CancelledError, GreenletExit):
+            raise  # the connection's task is being cancelled: not the handler's failure
+        except BaseException as exc:  # noqa: BLE001 - the handler boundary, as on a thread
+            _log_handler_error(endpoint, exc)
+            channel.close(1011, "internal error")
+
+    try:
+        await run_in_greenlet(
+            handle,
+            channel,
+            route=endpoint.name,
+            watch=greenlets.watch,
+            limiter=app.blocking_limiter,
+        )
+    except asyncio.CancelledError:
+        channel.abort()
+        raise
+    finally:
+        greenlets.release()
+    await channel.finish()
+
+
 def _guards_allow(
     endpoint: WebSocketEndpoint,
     request: Request,
     channel: Channel,
-    loop: asyncio.AbstractEventLoop,
+    wait: Callable[[Awaitable[Any]], Any],
 ) -> bool:
-    """Run the route's guards on the handler thread; refuse through `channel` if one says no."""
+    """Run the route's guards in the handler's thread or greenlet; refuse through `channel`
+    if one says no. `wait` waits for an async guard's result there."""
     error: Exception | None = None
     try:
         for guard in endpoint.guards:
             result = guard(request)
             if inspect.isawaitable(result):
-                result = asyncio.run_coroutine_threadsafe(_await(result), loop).result()
+                result = wait(result)
             if result is False:
                 break
         else:

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ._bridge import Channel
 from ._connection import WebSocketEndpoint, serve_websocket
+from ._greenlets import HandlerGreenlets
 from ._http import HttpEndpoint, MethodMap, serve_http
 from ._threads import HandlerThreads
 from .blueprints import Routes
@@ -25,6 +26,7 @@ from .guards import Guard
 from .hub import Hub
 from .origins import OriginPolicy
 from .routing import RouteTable
+from .runners import Runner, check_runner
 from .sse import LiveStreams
 
 __all__ = ["App"]
@@ -39,9 +41,21 @@ class App(Routes):
     """A cello application: an ASGI callable (`uvicorn module:app` serves it).
 
     Args:
+        websocket_runner: How plain `def` WebSocket handlers run: `"thread"` (a worker
+            thread each; any blocking code works) or `"greenlet"` (on the event loop's
+            thread, switching away wherever they wait: cheaper per message and per
+            connection, but code that blocks for real stalls the loop). `None` (the
+            default) reads `CELLO_WEBSOCKET_RUNNER`, `"thread"` when unset. A route's own
+            `runner=` wins. See `cello.runners`.
         websocket_threads: How many sync WebSocket handlers may run at once, one thread
             each. Past it a new connection is accepted and closed with 1013 ("try again
             later") at once. Idle threads are reused, and exit after a few seconds unused.
+            It also bounds the threads greenlet handlers' `cello.blocking` calls use.
+        websocket_greenlets: How many greenlet-runner handlers may run at once; past it a
+            new connection is closed with 1013.
+        loop_stall_threshold: Seconds a greenlet handler may hold the event loop between
+            two waits before a warning (once per route, with its stack) says it blocks;
+            `None` turns the watch off.
         http_threads: How many sync HTTP handlers may run at once (further requests wait
             for a thread). Separate from the WebSocket threads.
         max_body_size: The largest request body read, in bytes; larger ones get 413.
@@ -63,7 +77,10 @@ class App(Routes):
     def __init__(
         self,
         *,
+        websocket_runner: Runner | None = None,
         websocket_threads: int = 10_000,
+        websocket_greenlets: int = 100_000,
+        loop_stall_threshold: float | None = 0.1,
         http_threads: int = 256,
         max_body_size: int = 16 * 1024 * 1024,
         allowed_origins: Sequence[str] | None = None,
@@ -72,8 +89,10 @@ class App(Routes):
     ) -> None:
         self.websocket_routes: RouteTable[WebSocketEndpoint] = RouteTable()
         self.http_routes: RouteTable[MethodMap] = RouteTable()
+        self.websocket_runner = check_runner(websocket_runner, "websocket_runner")
         self.websocket_threads = websocket_threads
         self.handler_threads = HandlerThreads(websocket_threads)
+        self.handler_greenlets = HandlerGreenlets(websocket_greenlets, loop_stall_threshold)
         self.http_threads = http_threads
         self.max_body_size = max_body_size
         if send_timeout is not None and send_timeout <= 0:
@@ -113,8 +132,9 @@ class App(Routes):
         subprotocols: Sequence[str],
         guards: tuple[Guard, ...],
         origins: OriginPolicy | None = None,
+        runner: str | None = None,
     ) -> None:
-        endpoint = WebSocketEndpoint.create(handler, subprotocols, guards, origins)
+        endpoint = WebSocketEndpoint.create(handler, subprotocols, guards, origins, runner)
         self.websocket_routes.add(path, endpoint)
 
     def on_startup(self, hook: F) -> F:
@@ -147,6 +167,11 @@ class App(Routes):
     def guard_limiter(self) -> anyio.CapacityLimiter:
         """Threads for plain-`def` guards of async WebSocket routes."""
         return self._limiter("guard", self.websocket_threads)
+
+    @property
+    def blocking_limiter(self) -> anyio.CapacityLimiter:
+        """Threads for `cello.blocking` calls from greenlet handlers."""
+        return self._limiter("blocking", self.websocket_threads)
 
     def _limiter(self, name: str, tokens: int) -> anyio.CapacityLimiter:
         # Private limiters: anyio's shared default has only 40 threads for the process.
@@ -203,6 +228,8 @@ class App(Routes):
         """Run the startup hooks (the ASGI lifespan does this)."""
         if self.handler_threads.closed:
             self.handler_threads = HandlerThreads(self.websocket_threads)
+        if self.handler_greenlets.watch is not None:
+            self.handler_greenlets.watch.restart()
         await self.hub.start()
         for hook in self._startup_hooks:
             await _call_hook(hook)
@@ -214,6 +241,7 @@ class App(Routes):
             await _call_hook(hook)
         await self.hub.stop()
         await asyncio.to_thread(self.handler_threads.shutdown, 5.0)
+        await asyncio.to_thread(self.handler_greenlets.shutdown)
 
     async def close_connections(self, timeout: float = 5.0) -> None:
         """End this app's live SSE streams and close its WebSockets with 1001 (shutdown)."""

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from .guards import Guard
 from .origins import OriginPolicy
+from .runners import check_runner
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -30,6 +31,7 @@ class Routes:
         subprotocols: Sequence[str],
         guards: tuple[Guard, ...],
         origins: OriginPolicy | None = None,
+        runner: str | None = None,
     ) -> None:
         raise NotImplementedError
 
@@ -84,12 +86,14 @@ class Routes:
         subprotocols: Sequence[str] = (),
         guard: Guard | Sequence[Guard] | None = None,
         allowed_origins: Sequence[str] | None = None,
+        runner: str | None = None,
     ) -> Callable[[F], F]:
         """Register a WebSocket handler for `path`.
 
-        The handler is `def h(ws)` or `def h(ws, request)` (a worker thread runs it and it
-        may block), or the same as `async def` (it runs on the event loop and awaits the
-        `AsyncWebSocket` methods). The connection is accepted before it is called.
+        The handler is `def h(ws)` or `def h(ws, request)` (run by the route's runner: a
+        worker thread, where it may block, or a greenlet on the event loop), or the same
+        as `async def` (it runs on the event loop and awaits the `AsyncWebSocket`
+        methods). The connection is accepted before it is called.
 
         Args:
             path: A route path; `{name}` and typed `{name:int}` parameters land in
@@ -100,6 +104,8 @@ class Routes:
                 `HTTPException(status, detail)` or return `False` to refuse the connection.
             allowed_origins: The web origins that may connect to this route, in place of
                 the app's `allowed_origins` (see `App`); others get 403 before any guard.
+            runner: `"thread"` or `"greenlet"` for this route's plain `def` handler, in
+                place of the app's `websocket_runner` (see `cello.runners`).
         """
         if guard is None:
             guards: tuple[Guard, ...] = ()
@@ -108,9 +114,10 @@ class Routes:
         else:
             guards = tuple(guard)
         origins = OriginPolicy.of(allowed_origins)  # a bad entry fails here, not on a request
+        check_runner(runner)
 
         def register(handler: F) -> F:
-            self._add_websocket(path, handler, subprotocols, guards, origins)
+            self._add_websocket(path, handler, subprotocols, guards, origins, runner)
             return handler
 
         return register
@@ -152,10 +159,11 @@ class Blueprint(Routes):
         subprotocols: Sequence[str],
         guards: tuple[Guard, ...],
         origins: OriginPolicy | None = None,
+        runner: str | None = None,
     ) -> None:
         self.recorded.append(
             lambda target, prefix: target._add_websocket(
-                prefix + path, handler, subprotocols, guards, origins
+                prefix + path, handler, subprotocols, guards, origins, runner
             )
         )
 

@@ -1,0 +1,155 @@
+"""Report a greenlet handler that holds the event loop: a blocking call in the wrong place.
+
+A handler on the greenlet runner shares its loop's thread with every other connection on
+that loop: `time.sleep(1)` there, or a blocking database driver, stalls all of them. The
+runner times each stretch a handler runs between two waits (`StallWatch.timing`); past
+the threshold it logs a warning, once per route, with the handler's stack and the fix.
+
+Two observers, so the report is both certain and useful: a watch thread samples the
+running handler while it still holds the loop, so the stack shows the blocking call
+itself (`sys._current_frames` gives the loop thread's frame, which is the handler's while
+its greenlet runs); and the runner checks the time each stretch took when it ends, so a
+stall is reported even if the watch thread was not scheduled in time (the stack then
+shows where the handler waits next).
+
+Thread safety: `running` maps a loop thread's id to what runs there; only that thread
+writes its own entry, and the watch thread reads it. A dict's item assignment and lookup
+are atomic on CPython, with the GIL and on free-threaded builds (per-object locks), and
+an entry is a tuple replaced whole, never changed in place. `_lock` guards the rest (the
+warned routes, the watch thread's life).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from types import FrameType
+from typing import Any, Final
+
+logger = logging.getLogger("cello")
+
+#: Seconds with no greenlet handler after which the watch thread exits (it starts again
+#: with the next handler).
+IDLE_EXIT: Final = 5.0
+
+#: (the handler's greenlet, its route's name, when the stretch began)
+Running = tuple[Any, str, float]
+
+
+class StallWatch:
+    """Times greenlet handlers' stretches on the loop and warns about long ones."""
+
+    def __init__(self, threshold: float) -> None:
+        #: Seconds a handler may hold the loop before it is reported.
+        self.threshold = threshold
+        #: The handler running on each loop thread, by thread id (see the module's notes).
+        self.running: dict[int, Running | None] = {}
+        self._lock = threading.Lock()
+        self._warned: set[str] = set()  # routes already reported (under `_lock`)
+        self._thread: threading.Thread | None = None  # the watch thread (under `_lock`)
+        self._active = False  # whether handlers are running (under `_lock`)
+        self._idle_since = 0.0  # when the last handler ended (under `_lock`)
+        self._stop = threading.Event()
+
+    # ----------------------------------------------------------------- the runner's side
+
+    def timing(self, handler: Any, route: str) -> Callable[..., Any]:
+        """A step function for the runner: `step(switch, *args)` runs the handler until it
+        next waits, timed and visible to the watch thread."""
+        running = self.running
+        thread = threading.get_ident()
+        threshold = self.threshold
+        perf_counter = time.perf_counter
+
+        def step(switch: Callable[..., Any], *args: Any) -> Any:
+            started = perf_counter()
+            running[thread] = (handler, route, started)
+            try:
+                return switch(*args)
+            finally:
+                running[thread] = None
+                held = perf_counter() - started
+                if held > threshold:
+                    self.report(route, held, handler.gr_frame, finished=True)
+
+        return step
+
+    def report(self, route: str, held: float, frame: FrameType | None, *, finished: bool) -> None:
+        """Warn that `route`'s handler held the loop `held` seconds; once per route."""
+        with self._lock:
+            if route in self._warned:
+                return
+            self._warned.add(route)
+        where = "".join(traceback.format_stack(frame)) if frame is not None else "  (unknown)\n"
+        logger.warning(
+            "WebSocket handler %s held the event loop for %s%.0f ms (greenlet runner, "
+            "threshold %.0f ms): every connection on this loop waited meanwhile. %s:\n%s"
+            'Run this route on a thread (@app.websocket(..., runner="thread")) or call '
+            "the blocking code through cello.blocking(func, *args).",
+            route,
+            "" if finished else "more than ",
+            held * 1000,
+            self.threshold * 1000,
+            "It is now waiting here" if finished else "It was here",
+            where,
+        )
+
+    # ----------------------------------------------------------------- the watch thread
+
+    def start(self) -> None:
+        """A handler is running: make sure the watch thread is."""
+        with self._lock:
+            self._active = True
+            if self._thread is not None or self._stop.is_set():
+                return
+            self._thread = threading.Thread(
+                target=self._watch, name="cello-stall-watch", daemon=True
+            )
+            thread = self._thread
+        thread.start()
+
+    def idle(self) -> None:
+        """No handler is running any more (the thread exits if none comes back soon)."""
+        with self._lock:
+            self._active = False
+            self._idle_since = time.monotonic()
+
+    def stop(self) -> None:
+        """End the watch thread (the app is shutting down); `start` restarts nothing."""
+        self._stop.set()
+        with self._lock:
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def restart(self) -> None:
+        """Allow the watch thread to start again after `stop` (the app starts again)."""
+        self._stop.clear()
+
+    def _watch(self) -> None:
+        interval = self.threshold / 4
+        try:
+            while not self._stop.wait(interval):
+                with self._lock:
+                    if not self._active and time.monotonic() - self._idle_since > IDLE_EXIT:
+                        return
+                self._sample()
+        finally:
+            with self._lock:
+                self._thread = None
+
+    def _sample(self) -> None:
+        now = time.perf_counter()
+        for thread, entry in list(self.running.items()):
+            if entry is None:
+                continue
+            _, route, started = entry
+            if now - started <= self.threshold or route in self._warned:
+                continue
+            frame = sys._current_frames().get(thread)
+            if self.running.get(thread) is entry:  # still the same stretch: the frame is its
+                self.report(route, now - started, frame, finished=False)
