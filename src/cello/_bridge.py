@@ -260,7 +260,7 @@ class Channel:
             # Closed by the app (or lost): a waiting `arecv` returns None now.
             self._reader_interrupted = True
             reader.cancel()
-        if self.state in FINISHED and not self._finished.done():
+        if state in FINISHED and not self._finished.done():
             self._finished.set_result(None)
 
     # ----------------------------------------------------------------- outgoing
@@ -586,8 +586,9 @@ class Channel:
             if handler is not None and handler.channel is self:
                 return await_(self.arecv(timeout))
             raise RuntimeError(
-                "recv() from a thread is not available on an async route: its handler "
-                "receives with `await ws.recv()` (hand messages to threads yourself)"
+                "recv() from a thread is not available on an async route (or a greenlet "
+                "route): only its handler receives, with `await ws.recv()` (or `ws.recv()` "
+                "in its greenlet); hand messages to threads yourself"
             )
         if threading.get_ident() == self._loop_thread:
             raise RuntimeError(
@@ -620,7 +621,7 @@ class Channel:
             if self._reader_interrupted and reader is not None:
                 self._reader_interrupted = False
                 if reader.uncancel() == 0:
-                    return None  # `_interrupt_reader`'s cancel, and no other
+                    return None  # `_settle`'s cancel, and no other
             raise
         finally:
             self._reader = None

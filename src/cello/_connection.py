@@ -23,7 +23,7 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import anyio
 import anyio.to_thread
@@ -281,15 +281,7 @@ async def _run_sync(
 
     def run_in_thread() -> None:
         try:
-            if _guards_allow(endpoint, request, channel, wait_on_loop):
-                channel.accept(accept)
-                _call_handler(endpoint, ws, request)
-        except ConnectionClosed:
-            pass  # a send raced the client's departure: a normal end
-        except BaseException as exc:  # noqa: BLE001 - the handler boundary, SystemExit included:
-            # log and close 1011; the thread goes back to the pool, never dies with its job.
-            _log_handler_error(endpoint, exc)
-            channel.close(1011, "internal error")
+            _serve_sync(endpoint, ws, request, channel, accept, wait_on_loop)
         finally:
             # RuntimeError: the loop is gone (process exit) and nobody is waiting.
             with contextlib.suppress(RuntimeError):
@@ -326,17 +318,7 @@ async def _run_greenlet(
     ws = WebSocket(channel, request, subprotocol)
 
     def handle() -> None:
-        try:
-            if _guards_allow(endpoint, request, channel, await_):
-                await_(channel.aaccept(accept))
-                _call_handler(endpoint, ws, request)
-        except ConnectionClosed:
-            pass  # a send raced the client's departure: a normal end
-        except (asyncio.CancelledError, GreenletExit):
-            raise  # the connection's task is being cancelled: not the handler's failure
-        except BaseException as exc:  # noqa: BLE001 - the handler boundary, as on a thread
-            _log_handler_error(endpoint, exc)
-            channel.close(1011, "internal error")
+        _serve_sync(endpoint, ws, request, channel, accept, await_, _UNWINDING)
 
     try:
         await run_in_greenlet(
@@ -352,6 +334,38 @@ async def _run_greenlet(
     finally:
         greenlets.release()
     await channel.finish()
+
+
+#: What a greenlet handler raises when its connection's task is cancelled: not its failure.
+_UNWINDING: Final = (asyncio.CancelledError, GreenletExit)
+
+
+def _serve_sync(
+    endpoint: WebSocketEndpoint,
+    ws: WebSocket,
+    request: Request,
+    channel: Channel,
+    accept: Message,
+    wait: Callable[[Awaitable[Any]], Any],
+    unwinding: tuple[type[BaseException], ...] = (),
+) -> None:
+    """A plain `def` handler's whole turn, on its thread or in its greenlet: the guards,
+    the accept, the handler, and the boundary that turns its failure into 1011.
+
+    `wait` waits there for an async guard; `unwinding` passes through (cancellation).
+    """
+    try:
+        if _guards_allow(endpoint, request, channel, wait):
+            channel.accept(accept)
+            _call_handler(endpoint, ws, request)
+    except ConnectionClosed:
+        pass  # a send raced the client's departure: a normal end
+    except unwinding:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - the handler boundary, SystemExit included:
+        # log and close 1011; a thread goes back to the pool, never dies with its job.
+        _log_handler_error(endpoint, exc)
+        channel.close(1011, "internal error")
 
 
 def _guards_allow(

@@ -18,6 +18,7 @@ environment variable) or per route (`@app.websocket(path, runner="thread")`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -73,7 +74,8 @@ def blocking(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     if handler is None:
         _refuse_on_loop("cello.blocking()", "asyncio.to_thread(func, ...)")
         return func(*args, **kwargs)
-    return await_(anyio.to_thread.run_sync(_bound(func, args, kwargs), limiter=handler.limiter))
+    call = functools.partial(func, *args, **kwargs)
+    return await_(anyio.to_thread.run_sync(call, limiter=handler.limiter))
 
 
 def sleep(seconds: float) -> None:
@@ -88,12 +90,6 @@ def sleep(seconds: float) -> None:
         time.sleep(seconds)
         return
     await_(asyncio.sleep(seconds))
-
-
-def _bound(
-    func: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Callable[[], T]:
-    return lambda: func(*args, **kwargs)
 
 
 def _refuse_on_loop(what: str, instead: str) -> None:
