@@ -12,6 +12,7 @@ import sys
 
 from peer_venv import rust_cello_python
 
+from cello.runners import RUNNER_VARIABLE
 from cello.serving import DEFAULTS
 
 #: uvicorn's WebSocket backend for every uvicorn server: the one `app.run()` uses.
@@ -24,14 +25,21 @@ UVICORN_APPS = {
     "raw-greenlet": "bench.apps:raw_greenlet",
     "starlette": "bench.starlette_app:app",
     "cello-sync": "bench.apps:cello_sync",
+    "cello-greenlet": "bench.apps:cello_sync",
     "cello-async": "bench.apps:cello_async",
 }
+#: What a server's process gets in its environment besides the machine's: `cello-greenlet`
+#: is `cello-sync`'s very app with its sync handlers on the greenlet runner.
+UVICORN_ENV = {"cello-greenlet": {RUNNER_VARIABLE: "greenlet"}}
 #: Every server, in the order result tables list them.
-ALL = ("raw", "raw-thread", "starlette", "flask-sock", "cello-sync", "cello-async", "rust-cello")
+ALL = (
+    "raw", "raw-thread", "raw-greenlet", "starlette", "flask-sock", "cello-sync",
+    "cello-greenlet", "cello-async", "rust-cello",
+)  # fmt: skip
 #: Servers with a chat room at `/fanout` (`raw-thread` and `raw-greenlet` echo only).
-FANOUT = tuple(name for name in ALL if name != "raw-thread")
-#: Servers whose handlers are plain functions on threads (the `capacity` workload).
-SYNC = ("raw", "cello-sync", "rust-cello")
+FANOUT = tuple(name for name in ALL if name not in ("raw-thread", "raw-greenlet"))
+#: Servers whose handlers are plain functions (the `capacity` workload), and the limit.
+SYNC = ("raw", "cello-sync", "cello-greenlet", "rust-cello")
 
 
 def uvicorn(target: str, port: int, ws: str) -> list[str]:
@@ -69,4 +77,4 @@ def command(name: str, port: int, ws: str, threads: int) -> list[str] | None:
             return None
         script = "bench/rust_cello_app.py"
         return [str(python), script, "--port", str(port), "--threads", str(threads)]
-    raise ValueError(f"unknown server {name!r}; known: {', '.join(ALL)}, raw-thread")
+    raise ValueError(f"unknown server {name!r}; known: {', '.join(ALL)}")

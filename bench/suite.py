@@ -68,7 +68,7 @@ WORKLOADS = {
             "fanout_hub",
             "delivery",
             lambda port, pid, s: fanout(port, pid, s, path="/hub"),
-            only=("raw", "cello-sync", "cello-async"),
+            only=("raw", "cello-sync", "cello-greenlet", "cello-async"),
         ),
     )
 }
@@ -80,8 +80,14 @@ Results = dict[tuple[str, str], list[Measurement]]
 
 
 def environment(name: str, args: argparse.Namespace) -> dict[str, str] | None:
-    """`--at`'s environment for the servers that import this cello, never the Rust Cello's."""
-    return args.env if name in peers.UVICORN_APPS else None
+    """`--at`'s environment for the servers that import this cello, never the Rust Cello's;
+    plus what the server itself sets (`peers.UVICORN_ENV`)."""
+    if name not in peers.UVICORN_APPS:
+        return None
+    own = peers.UVICORN_ENV.get(name)
+    if own is None:
+        return args.env
+    return {**(args.env or os.environ), **own}
 
 
 def run_rounds(servers: list[str], workloads: list[Workload], args: argparse.Namespace) -> Results:

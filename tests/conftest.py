@@ -7,6 +7,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from cello.runners import RUNNER_VARIABLE, RUNNERS
 from servers import WS_BACKENDS
 
 
@@ -15,3 +16,17 @@ def ws_backend(request: pytest.FixtureRequest) -> str:
     """Each uvicorn WebSocket backend in turn."""
     backend: str = request.param
     return backend
+
+
+@pytest.fixture(params=RUNNERS)
+def websocket_runner(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each runner for sync WebSocket handlers in turn, as the apps' default.
+
+    A module runs its WebSocket tests on both with
+    `pytestmark = pytest.mark.usefixtures("websocket_runner")`: the one suite, not a copy.
+    Apps read `CELLO_WEBSOCKET_RUNNER` per connection, so servers in this process and
+    servers started by the test both see it.
+    """
+    runner: str = request.param
+    monkeypatch.setenv(RUNNER_VARIABLE, runner)
+    return runner

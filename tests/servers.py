@@ -43,6 +43,11 @@ def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
     return True
 
 
+def busy_handlers(app: App) -> int:
+    """Sync handlers running now, on either runner (threads and greenlets)."""
+    return app.handler_threads.busy + app.handler_greenlets.busy
+
+
 def bound_socket() -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -233,6 +233,50 @@ def test_a_failed_send_loses_the_connection() -> None:
     run(test)
 
 
+def test_a_send_only_handler_learns_the_clients_close_code() -> None:
+    """Nothing reads the connection (a greenlet or async handler that only sends): when a
+    send finds the client gone, the channel reads the client's close, so the handler's
+    next send raises its code, as a thread handler's pump would have seen it, not 1006."""
+
+    async def test(fake: FakeASGI) -> None:
+        channel = channel_for(fake, sync_reader=False)
+        channel.accept(ACCEPT)
+        await settle()
+        fake.client_sends("unread")
+        fake.client_closes(1001, "going away")
+        fake.fail = OSError("client gone")
+        channel.send(text_event("x"))
+        await asyncio.wait_for(channel._finished, WAIT)
+        assert channel.state is State.CLOSED_BY_PEER
+        with pytest.raises(ConnectionClosed) as closed:
+            channel.send(text_event("y"))
+        assert (closed.value.code, closed.value.reason) == (1001, "going away")
+        await channel.finish()
+
+    run(test)
+
+
+def test_a_reader_arriving_while_the_close_is_read_returns_none() -> None:
+    """`arecv` starts while the writer is reading the client's close after a failed send:
+    the writer takes the disconnect, so that `arecv` must not wait for it forever."""
+
+    async def test(fake: FakeASGI) -> None:
+        channel = channel_for(fake, sync_reader=False)
+        channel.accept(ACCEPT)
+        await settle()
+        fake.fail = OSError("client gone")
+        channel.send(text_event("x"))
+        await settle()  # the writer now waits in `receive` for the client's close
+        reader = asyncio.create_task(channel.arecv())
+        await settle()
+        fake.client_closes(1000)
+        assert await asyncio.wait_for(reader, WAIT) is None
+        assert channel.state is State.CLOSED_BY_PEER
+        await channel.finish()
+
+    run(test)
+
+
 def test_client_closing_while_the_app_closes() -> None:
     async def test(fake: FakeASGI) -> None:
         channel = channel_for(fake)

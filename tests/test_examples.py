@@ -17,6 +17,8 @@ from websockets.sync.client import ClientConnection, connect
 
 from servers import ROOT, subprocess_server
 
+pytestmark = pytest.mark.usefixtures("websocket_runner")
+
 WAIT = 10
 
 

@@ -23,6 +23,7 @@ import uvicorn
 from websockets.exceptions import ConnectionClosed as ClientConnectionClosed
 from websockets.sync.client import connect
 
+import cello
 from cello import App, AsyncWebSocket, ConnectionClosed, Request, WebSocket
 from cello.serving import DEFAULTS, WS_PROTOCOL, WebSocketProtocol
 from servers import (
@@ -32,6 +33,7 @@ from servers import (
     SANSIO_BACKENDS,
     TEXT,
     ThreadServer,
+    busy_handlers,
     frame,
     raw_upgrade,
     read_frame,
@@ -39,6 +41,7 @@ from servers import (
     wait_until,
 )
 
+pytestmark = pytest.mark.usefixtures("websocket_runner")
 WAIT = 10
 #: The legacy `websockets` backend waits out its 10 s close timeout on a dead peer.
 SLOW_WAIT = 30
@@ -61,7 +64,7 @@ def reset(sock: socket.socket) -> None:
 
 def idle(app: App) -> bool:
     """No connection left open and no handler thread busy."""
-    return not app.live_channels and app.handler_threads.busy == 0
+    return not app.live_channels and busy_handlers(app) == 0
 
 
 def echo_app() -> App:
@@ -202,9 +205,20 @@ def test_client_vanishing_mid_handshake_leaves_nothing(ws_backend: str) -> None:
         still_serves(server)
 
 
-def test_client_vanishing_during_a_slow_guard_skips_the_handler(ws_backend: str) -> None:
+def test_client_vanishing_during_a_slow_guard_skips_the_handler(
+    ws_backend: str, websocket_runner: str, request: pytest.FixtureRequest
+) -> None:
     """The client resets while the guard runs: the accept finds the connection gone, so the
-    handler is never called and the thread goes back to the pool."""
+    handler is never called and the thread (or greenlet) goes back to the pool."""
+    if ws_backend == "websockets" and websocket_runner == "greenlet":
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=True,
+                reason="uvicorn's legacy websockets backend takes the accept of a connection "
+                "lost in its handshake (then fails its close with AttributeError); only the "
+                "thread runner's pump reads the loss before the accept",
+            )
+        )
     app = App()
     in_guard = threading.Event()
     guard_done = threading.Event()
@@ -212,7 +226,7 @@ def test_client_vanishing_during_a_slow_guard_skips_the_handler(ws_backend: str)
 
     def slow_guard(request: Request) -> None:
         in_guard.set()
-        time.sleep(0.5)
+        cello.sleep(0.5)
         guard_done.set()
 
     @app.websocket("/ws", guard=slow_guard)
@@ -242,7 +256,7 @@ def test_client_vanishing_mid_send_raises_1006_in_the_sender(ws_backend: str) ->
         try:
             while True:
                 ws.send_text("tick")
-                time.sleep(0.001)
+                cello.sleep(0.001)
         except ConnectionClosed as exc:
             outcome.put(exc.code)
 
@@ -328,7 +342,7 @@ def test_client_that_never_reads_is_released_by_the_app_closing_it(ws_backend: s
         assert outcome.empty()
         sockets[0].close(1008, "not reading")
         assert outcome.get(timeout=WAIT) == 1008
-        assert wait_until(lambda: app.handler_threads.busy == 0)
+        assert wait_until(lambda: busy_handlers(app) == 0)
         reset(sock)
         assert wait_until(lambda: idle(app))
 

@@ -20,6 +20,8 @@ from cello.hub import Hub
 from cello.testing import TestClient, WebSocketDisconnect
 from servers import ThreadServer, raw_upgrade
 
+pytestmark = pytest.mark.usefixtures("websocket_runner")
+
 WAIT = 10
 
 

@@ -27,6 +27,8 @@ from cello import App, Hub, Request, WebSocket, _redis_relay
 from redis_server import RedisServer
 from servers import ThreadServer, subprocess_server
 
+pytestmark = pytest.mark.usefixtures("websocket_runner")
+
 MESSAGES = 2000
 WAIT = 20
 UVICORN = ("--ws", "websockets-sansio", "--log-level", "warning")

@@ -22,6 +22,8 @@ from websockets.sync.client import connect
 from cello import App, Request, WebSocket
 from servers import ThreadServer
 
+pytestmark = pytest.mark.usefixtures("websocket_runner")
+
 WAIT = 10
 
 

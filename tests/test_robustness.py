@@ -23,7 +23,18 @@ from websockets.sync.client import connect
 from cello import App, AsyncWebSocket, ConnectionClosed, WebSocket
 from cello.serving import DEFAULTS
 from cello.testing import TestClient, WebSocketDisconnect
-from servers import BINARY, TEXT, ThreadServer, frame, raw_upgrade, read_frame, wait_until
+from servers import (
+    BINARY,
+    TEXT,
+    ThreadServer,
+    busy_handlers,
+    frame,
+    raw_upgrade,
+    read_frame,
+    wait_until,
+)
+
+pytestmark = pytest.mark.usefixtures("websocket_runner")
 
 WAIT = 10  # seconds any single expectation may take before the test fails
 BACKEND = DEFAULTS["ws"]
@@ -170,7 +181,7 @@ def test_a_thread_the_system_refuses_is_a_1013(monkeypatch: pytest.MonkeyPatch) 
             raise RuntimeError("can't start new thread")
         start(thread)
 
-    app = App()
+    app = App(websocket_runner="thread")  # the runner with threads to refuse
 
     @app.websocket("/ws")
     def handler(ws: WebSocket) -> None:
@@ -255,7 +266,7 @@ def test_a_client_closing_first_logs_nothing_in_process(caplog: pytest.LogCaptur
         for _ in range(5):
             with client.websocket_connect("/ws") as ws:
                 assert ws.receive_text() == "hello"
-        assert wait_until(lambda: not app.live_channels and app.handler_threads.busy == 0)
+        assert wait_until(lambda: not app.live_channels and busy_handlers(app) == 0)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
 
 
@@ -312,4 +323,4 @@ def test_a_send_timeout_closes_a_client_that_stopped_reading() -> None:
             assert (outcome[0].code, outcome[0].reason) == (1008, "send timed out")
         finally:
             sock.close()
-        assert wait_until(lambda: not app.live_channels and app.handler_threads.busy == 0)
+        assert wait_until(lambda: not app.live_channels and busy_handlers(app) == 0)

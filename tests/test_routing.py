@@ -8,6 +8,8 @@ import pytest
 
 from cello.routing import PathPattern, RouteTable
 
+pytestmark = pytest.mark.usefixtures("websocket_runner")
+
 
 def test_static_and_parameter_paths() -> None:
     table: RouteTable[str] = RouteTable()

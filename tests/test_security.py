@@ -15,6 +15,8 @@ from cello import App, Blueprint, HTTPException, Request, WebSocket
 from cello.origins import OriginPolicy
 from servers import SANSIO_BACKENDS, ThreadServer
 
+pytestmark = pytest.mark.usefixtures("websocket_runner")
+
 WAIT = 10
 
 

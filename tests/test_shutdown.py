@@ -13,6 +13,8 @@ from websockets.sync.client import connect
 
 from servers import subprocess_server
 
+pytestmark = pytest.mark.usefixtures("websocket_runner")
+
 OPEN = 20
 
 

@@ -29,6 +29,8 @@ from websockets.exceptions import ConnectionClosed
 from child import GRACEFUL_TIMEOUT, Usage, served
 from servers import WS_BACKENDS
 
+pytestmark = pytest.mark.usefixtures("websocket_runner")
+
 STRESS = os.environ.get("CELLO_STRESS") == "1"
 BINARY_HEADER = struct.Struct("!II")
 

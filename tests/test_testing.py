@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+import cello
 from cello import (
     App,
     AsyncWebSocket,
@@ -23,6 +24,9 @@ from cello import (
     WebSocketMessage,
 )
 from cello.testing import TestClient, WebSocketDisconnect, WebSocketUpgradeError
+from servers import busy_handlers
+
+pytestmark = pytest.mark.usefixtures("websocket_runner")
 
 WAIT = 10
 
@@ -328,7 +332,7 @@ def test_sends_from_a_foreign_thread_arrive_in_order() -> None:
 
         pusher = threading.Thread(target=push)
         pusher.start()
-        pusher.join()
+        cello.blocking(pusher.join)  # on the loop's thread (greenlet runner) a join would hang
         ws.recv()
 
     with TestClient(app) as client, client.websocket_connect("/ws") as ws:
@@ -396,8 +400,8 @@ def test_invalid_close_code_is_refused() -> None:
         assert "1006 is not a close code" in outcome.get(timeout=WAIT)
 
 
-def test_thread_budget_refuses_with_1013_and_frees() -> None:
-    app = App(websocket_threads=1)
+def test_handler_budget_refuses_with_1013_and_frees(websocket_runner: str) -> None:
+    app = App(websocket_threads=1) if websocket_runner == "thread" else App(websocket_greenlets=1)
 
     @app.websocket("/ws")
     def hold(ws: WebSocket) -> None:
@@ -412,7 +416,7 @@ def test_thread_budget_refuses_with_1013_and_frees() -> None:
                     second.receive_text()
                 assert closed.value.code == 1013
         deadline = time.monotonic() + WAIT
-        while app.handler_threads.busy and time.monotonic() < deadline:
+        while busy_handlers(app) and time.monotonic() < deadline:
             time.sleep(0.01)
         with client.websocket_connect("/ws") as third:
             assert third.receive_text() == "held"
@@ -471,4 +475,5 @@ def test_without_the_context_manager_close_cleans_up() -> None:
         assert ws.receive_text() == "Connected!"
     client.close()
     client.app.handler_threads.shutdown(WAIT)  # type: ignore[attr-defined]
+    client.app.handler_greenlets.shutdown()  # type: ignore[attr-defined]  # its stall watch
     assert set(threading.enumerate()) - before == set()

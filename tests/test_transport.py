@@ -21,6 +21,7 @@ from websockets.exceptions import ConnectionClosed as ClientConnectionClosed
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
+import cello
 from cello import (
     App,
     ConnectionClosed,
@@ -30,7 +31,11 @@ from cello import (
     WebSocketMessage,
     _bridge,
 )
-from servers import ThreadServer, raw_upgrade
+from cello._greenlets import HandlerGreenlets
+from cello._threads import HandlerThreads
+from servers import ThreadServer, busy_handlers, raw_upgrade
+
+pytestmark = pytest.mark.usefixtures("websocket_runner")
 
 WAIT = 10  # seconds any single expectation may take before the test fails
 
@@ -258,7 +263,7 @@ def test_sending_handler_notices_disconnect(ws_backend: str) -> None:
         try:
             while True:
                 ws.send_text("tick")
-                time.sleep(0.01)
+                cello.sleep(0.01)
         except ConnectionClosed as exc:
             outcome.put(exc)
 
@@ -374,8 +379,16 @@ def test_ping_message_sends_no_frame(ws_backend: str) -> None:
         assert outcome.get(timeout=WAIT) == 1000
 
 
-def test_thread_budget_refuses_with_1013_then_frees(ws_backend: str) -> None:
-    app = echo_app(websocket_threads=2)
+def test_handler_budget_refuses_with_1013_then_frees(
+    ws_backend: str, websocket_runner: str
+) -> None:
+    """`websocket_threads` (or `websocket_greenlets`) handlers at once, then 1013."""
+    if websocket_runner == "thread":
+        app = echo_app(websocket_threads=2)
+        pool: HandlerThreads | HandlerGreenlets = app.handler_threads
+    else:
+        app = echo_app(websocket_greenlets=2)
+        pool = app.handler_greenlets
     with ThreadServer(app, ws=ws_backend) as server, contextlib.ExitStack() as stack:
         held = [stack.enter_context(connect(server.url("/ws"))) for _ in range(2)]
         for client in held:
@@ -389,7 +402,7 @@ def test_thread_budget_refuses_with_1013_then_frees(ws_backend: str) -> None:
         assert time.monotonic() - started < 2
         held.pop().close()
         deadline = time.monotonic() + WAIT
-        while app.handler_threads.busy >= 2 and time.monotonic() < deadline:
+        while pool.busy >= 2 and time.monotonic() < deadline:
             time.sleep(0.01)
         with connect(server.url("/ws")) as client:
             client.send("now")
@@ -518,7 +531,7 @@ def test_a_closed_connection_stops_waiting_for_a_client_that_never_reads(
             ws.send_binary(b"x" * 262144)
 
     def finished() -> bool:
-        return not app.live_channels and app.handler_threads.busy == 0
+        return not app.live_channels and busy_handlers(app) == 0
 
     with ThreadServer(app, ws=ws_backend) as server:
         sock = raw_upgrade(server.port, "/flood", rcvbuf=65536)

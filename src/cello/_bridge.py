@@ -63,6 +63,10 @@ OUTBOX_LIMIT: Final = 64
 #: waiting for a client that no longer reads (see `Channel.flush`).
 FLUSH_STALL_TIMEOUT: Final = 10.0
 
+#: Seconds a connection nobody is reading waits, once a send has found the client gone,
+#: for the server to hand over the client's close (see `Channel._peer_gone`).
+PEER_CLOSE_WAIT: Final = 1.0
+
 #: What the ASGI `send` raises when the client is gone: uvicorn's `ClientDisconnected`
 #: (an OSError); RuntimeError when the server has already closed the WebSocket itself (a
 #: protocol error from the client, its keepalive timing out) before cello heard of it;
@@ -186,6 +190,7 @@ class Channel:
         self._pump_resumed = asyncio.Event()  # on the loop only
         self._reader: asyncio.Task[Any] | None = None  # on the loop only: waiting in `arecv`
         self._reader_interrupted = False  # on the loop only: `_settle` cancelled that wait
+        self._disconnect_taken = False  # on the loop only: `_peer_gone` read the disconnect
         self._pump: asyncio.Task[None] | None = None
 
     @property
@@ -254,7 +259,8 @@ class Channel:
         if (
             reader is not None
             and state is not _OPEN
-            and state is not _CLOSED_BY_PEER  # the client's close reaches `receive` itself
+            # The client's close reaches that `receive` itself, unless `_peer_gone` took it.
+            and (state is not _CLOSED_BY_PEER or self._disconnect_taken)
             and not self._reader_interrupted
         ):
             # Closed by the app (or lost): a waiting `arecv` returns None now.
@@ -503,7 +509,7 @@ class Channel:
             try:
                 await asgi_send(event)
             except _GONE:
-                self._transition(_LOST, ABNORMAL_CLOSURE)
+                await self._peer_gone()
                 return
             except Exception:
                 logger.exception("Sending %s failed", event["type"])
@@ -512,6 +518,25 @@ class Channel:
             if event["type"] in _FINAL_TYPES and ends_connection(event):
                 self._transition(_CLOSED)
                 return
+
+    async def _peer_gone(self) -> None:
+        """A send found the client gone. A sync handler's pump would have read why (the
+        client's close frame and its code); when nothing reads this connection (a
+        greenlet or async handler that only sends), read it here, so the handler's next
+        send raises `ConnectionClosed` with the client's code, not 1006, on every runner.
+        """
+        if self._inbox is None and self._reader is None and self.state is _OPEN:
+            try:
+                async with asyncio.timeout(PEER_CLOSE_WAIT):
+                    while (event := await self._receive())["type"] != "websocket.disconnect":
+                        pass  # the handler will not read it: the connection is over
+            except (TimeoutError, *_GONE):
+                pass
+            else:
+                self._disconnect_taken = True  # a later `arecv` must not wait for it
+                self._closed_by_peer(event)
+                return
+        self._transition(_LOST, ABNORMAL_CLOSURE)
 
     async def flush(self) -> None:
         """Wait until the outgoing side is finished: the close frame sent, or the client gone.

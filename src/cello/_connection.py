@@ -281,7 +281,7 @@ async def _run_sync(
 
     def run_in_thread() -> None:
         try:
-            _serve_sync(endpoint, ws, request, channel, accept, wait_on_loop)
+            _serve_sync(endpoint, ws, request, channel, channel.accept, accept, wait_on_loop)
         finally:
             # RuntimeError: the loop is gone (process exit) and nobody is waiting.
             with contextlib.suppress(RuntimeError):
@@ -317,8 +317,13 @@ async def _run_greenlet(
         return
     ws = WebSocket(channel, request, subprotocol)
 
+    def accept_now(event: Message) -> None:
+        # Sent before the handler runs: nothing reads this connection (no pump), so
+        # sending is how a client that left during the guards is found out.
+        await_(channel.aaccept(event))
+
     def handle() -> None:
-        _serve_sync(endpoint, ws, request, channel, accept, await_, _UNWINDING)
+        _serve_sync(endpoint, ws, request, channel, accept_now, accept, await_, _UNWINDING)
 
     try:
         await run_in_greenlet(
@@ -345,6 +350,7 @@ def _serve_sync(
     ws: WebSocket,
     request: Request,
     channel: Channel,
+    send_accept: Callable[[Message], None],
     accept: Message,
     wait: Callable[[Awaitable[Any]], Any],
     unwinding: tuple[type[BaseException], ...] = (),
@@ -352,11 +358,12 @@ def _serve_sync(
     """A plain `def` handler's whole turn, on its thread or in its greenlet: the guards,
     the accept, the handler, and the boundary that turns its failure into 1011.
 
+    `send_accept` sends `accept` (raising `ConnectionClosed` if the client has gone);
     `wait` waits there for an async guard; `unwinding` passes through (cancellation).
     """
     try:
         if _guards_allow(endpoint, request, channel, wait):
-            channel.accept(accept)
+            send_accept(accept)
             _call_handler(endpoint, ws, request)
     except ConnectionClosed:
         pass  # a send raced the client's departure: a normal end
