@@ -12,6 +12,11 @@ its greenlet runs); and the runner checks the time each stretch took when it end
 stall is reported even if the watch thread was not scheduled in time (the stack then
 shows where the handler waits next).
 
+A garbage collection that runs during a stretch is not the handler's doing (it pauses
+every thread, wherever it is triggered; with 10,000 connections a full collection takes
+hundreds of milliseconds): its time is taken out (`GcClock`), so the warning names only
+handlers that block.
+
 Thread safety: `running` maps a loop thread's id to what runs there; only that thread
 writes its own entry, and the watch thread reads it. A dict's item assignment and lookup
 are atomic on CPython, with the GIL and on free-threaded builds (per-object locks), and
@@ -21,6 +26,7 @@ warned routes, the watch thread's life).
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 import threading
@@ -36,8 +42,38 @@ logger = logging.getLogger("cello")
 #: with the next handler).
 IDLE_EXIT: Final = 5.0
 
-#: (the handler's greenlet, its route's name, when the stretch began)
-Running = tuple[Any, str, float]
+#: (the handler's greenlet, its route's name, when the stretch began, `GcClock.spent` then)
+Running = tuple[Any, str, float, float]
+
+
+class GcClock:
+    """Seconds this process has spent in garbage collections, from `gc.callbacks`.
+
+    The callback runs in the thread that collects, while the collection holds every other
+    Python thread (the GIL; a stop-the-world pause on free-threaded builds), so only one
+    writes at a time; readers see a float attribute replaced whole.
+    """
+
+    def __init__(self) -> None:
+        self._total = 0.0
+        self._since: float | None = None  # when the running collection began
+
+    def spent(self) -> float:
+        """Seconds collected so far, a collection under way included."""
+        since = self._since
+        ongoing = time.perf_counter() - since if since is not None else 0.0
+        return self._total + ongoing
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._since = time.perf_counter()
+        elif self._since is not None:
+            self._total += time.perf_counter() - self._since
+            self._since = None
+
+
+#: The process's one clock, installed with the first `StallWatch`.
+_gc_clock = GcClock()
 
 
 class StallWatch:
@@ -54,6 +90,8 @@ class StallWatch:
         self._active = False  # whether handlers are running (under `_lock`)
         self._idle_since = 0.0  # when the last handler ended (under `_lock`)
         self._stop = threading.Event()
+        if _gc_clock not in gc.callbacks:
+            gc.callbacks.append(_gc_clock)
 
     # ----------------------------------------------------------------- the runner's side
 
@@ -64,16 +102,17 @@ class StallWatch:
         thread = threading.get_ident()
         threshold = self.threshold
         perf_counter = time.perf_counter
+        collecting = _gc_clock.spent
 
         def step(switch: Callable[..., Any], *args: Any) -> Any:
-            started = perf_counter()
-            running[thread] = (handler, route, started)
+            started, collected = perf_counter(), collecting()
+            running[thread] = (handler, route, started, collected)
             try:
                 return switch(*args)
             finally:
                 running[thread] = None
                 held = perf_counter() - started
-                if held > threshold:
+                if held > threshold and (held := held - (collecting() - collected)) > threshold:
                     self.report(route, held, handler.gr_frame, finished=True)
 
         return step
@@ -143,13 +182,14 @@ class StallWatch:
                 self._thread = None
 
     def _sample(self) -> None:
-        now = time.perf_counter()
+        now, collected_now = time.perf_counter(), _gc_clock.spent()
         for thread, entry in list(self.running.items()):
             if entry is None:
                 continue
-            _, route, started = entry
-            if now - started <= self.threshold or route in self._warned:
+            _, route, started, collected = entry
+            held = now - started - (collected_now - collected)
+            if held <= self.threshold or route in self._warned:
                 continue
             frame = sys._current_frames().get(thread)
             if self.running.get(thread) is entry:  # still the same stretch: the frame is its
-                self.report(route, now - started, frame, finished=False)
+                self.report(route, held, frame, finished=False)
