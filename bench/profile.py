@@ -92,6 +92,8 @@ def main() -> None:
     os.sched_setaffinity(0, {1})
     with tempfile.TemporaryDirectory() as tmp:
         env = export_source(args.at, Path(tmp)) if args.at else None
+        if args.server in peers.UVICORN_ENV:  # cello-greenlet: the same app, another runner
+            env = {**(env or os.environ), **peers.UVICORN_ENV[args.server]}
         stats = Path(tmp) / "stats.tsv"
         port = free_port()
         script = str(Path(__file__).with_name("yappi_serve.py"))
