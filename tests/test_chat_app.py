@@ -25,17 +25,21 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from browsers import ARTIFACTS, CHROMIUM, launched_chromium
+from cello.runners import RUNNER_VARIABLE, RUNNERS
 from redis_server import RedisServer
 from servers import bound_socket, child_server, subprocess_server
 
 WAIT = 10
 
 
-@pytest.fixture(scope="module")
-def port() -> Iterator[int]:
-    """One chat server for the protocol tests; each test uses rooms of its own."""
-    with subprocess_server("examples.chat_app:app", extra=("--log-level", "warning")) as (_, p):
-        yield p
+@pytest.fixture(scope="module", params=RUNNERS)
+def port(request: pytest.FixtureRequest) -> Iterator[int]:
+    """One chat server per runner for the protocol tests; each test uses rooms of its own."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv(RUNNER_VARIABLE, request.param)  # the child server inherits it
+        target, extra = "examples.chat_app:app", ("--log-level", "warning")
+        with subprocess_server(target, extra=extra) as (_, p):
+            yield p
 
 
 @pytest.fixture

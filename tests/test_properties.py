@@ -16,6 +16,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from cello import App, Request, WebSocket
 from cello.routing import PathPattern, RouteTable
+from cello.runners import RUNNER_VARIABLE, RUNNERS
 from servers import WS_BACKENDS, ThreadServer
 
 #: The largest message the round-trip server accepts (its `ws_max_size`).
@@ -108,10 +109,13 @@ def param_app() -> App:
     return app
 
 
-@pytest.fixture(scope="module")
-def servers() -> Iterator[dict[str, ThreadServer]]:
-    """One server per backend for the whole module: hypothesis runs many examples."""
+@pytest.fixture(scope="module", params=RUNNERS)
+def servers(request: pytest.FixtureRequest) -> Iterator[dict[str, ThreadServer]]:
+    """One server per backend for the whole module (hypothesis runs many examples), on
+    each runner in turn: the app reads the runner when a client connects."""
     running = {}
+    env = pytest.MonkeyPatch()
+    env.setenv(RUNNER_VARIABLE, request.param)
     try:
         for backend in WS_BACKENDS:
             running[backend] = ThreadServer(param_app(), ws=backend, ws_max_size=LIMIT)
@@ -120,6 +124,7 @@ def servers() -> Iterator[dict[str, ThreadServer]]:
     finally:
         for server in running.values():
             server.__exit__(None, None, None)
+        env.undo()
 
 
 @pytest.fixture(scope="module")
