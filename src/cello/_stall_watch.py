@@ -40,7 +40,7 @@ logger = logging.getLogger("cello")
 
 #: Seconds with no greenlet handler after which the watch thread exits (it starts again
 #: with the next handler).
-IDLE_EXIT: Final = 5.0
+IDLE_EXIT: Final = 1.0
 
 #: (the handler's greenlet, its route's name, when the stretch began, `GcClock.spent` then)
 Running = tuple[Any, str, float, float]
