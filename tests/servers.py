@@ -43,6 +43,11 @@ def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
     return True
 
 
+def handler_budget(runner: str, limit: int) -> dict[str, int]:
+    """`App` options that allow `limit` sync handlers at once on `runner`."""
+    return {"websocket_threads" if runner == "thread" else "websocket_greenlets": limit}
+
+
 def busy_handlers(app: App) -> int:
     """Sync handlers running now, on either runner (threads and greenlets)."""
     return app.handler_threads.busy + app.handler_greenlets.busy

@@ -26,7 +26,6 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as aconnect
 from websockets.exceptions import ConnectionClosed
 
-from cello.runners import RUNNER_VARIABLE
 from cello.serving import WS_PROTOCOL
 from child import GRACEFUL_TIMEOUT, Usage, served
 from servers import WS_BACKENDS
@@ -35,14 +34,12 @@ from servers import WS_BACKENDS
 #: runner sits above the backend; the other backends' runs on greenlets are in
 #: test_transport and test_faults, and a soak per pair would double this module's minutes).
 RUNS = [("thread", backend) for backend in WS_BACKENDS] + [("greenlet", WS_PROTOCOL)]
+#: Parametrize a test with `RUNS`, the runner through conftest's `websocket_runner`.
+over_runs = pytest.mark.parametrize(
+    ("websocket_runner", "backend"), RUNS, indirect=["websocket_runner"]
+)
 
-
-@pytest.fixture(autouse=True)
-def _runner_of_the_run(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The run's runner (the `runner` parameter), as the served app's default."""
-    callspec = getattr(request.node, "callspec", None)
-    runner = callspec.params.get("runner", "thread") if callspec is not None else "thread"
-    monkeypatch.setenv(RUNNER_VARIABLE, runner)
+pytestmark = pytest.mark.usefixtures("websocket_runner")
 
 
 STRESS = os.environ.get("CELLO_STRESS") == "1"
@@ -131,8 +128,8 @@ async def churn(url: str, cycles: int, concurrency: int) -> None:
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
-@pytest.mark.parametrize(("runner", "backend"), RUNS)
-def test_churn_returns_threads_fds_and_memory_to_baseline(runner: str, backend: str) -> None:
+@over_runs
+def test_churn_returns_threads_fds_and_memory_to_baseline(backend: str) -> None:
     with served(backend) as (proc, port):
         url = f"ws://127.0.0.1:{port}/echo"
         asyncio.run(churn(url, 400, CHURN_CONCURRENCY))  # warm-up: pools, caches, arenas
@@ -181,8 +178,7 @@ async def hold_then_sigterm(url: str, proc: subprocess.Popen[str]) -> tuple[list
 @pytest.mark.parametrize(
     "backend", [None, *WS_BACKENDS] if STRESS else [None], ids=lambda b: b or "app.run"
 )
-@pytest.mark.parametrize("runner", ["thread", "greenlet"])
-def test_sigterm_with_hundreds_of_open_sockets(runner: str, backend: str | None) -> None:
+def test_sigterm_with_hundreds_of_open_sockets(backend: str | None) -> None:
     with served(backend) as (proc, port):
         codes, started = asyncio.run(hold_then_sigterm(f"ws://127.0.0.1:{port}/hold", proc))
         returncode = proc.wait(GRACEFUL_TIMEOUT + 5)
@@ -249,8 +245,8 @@ async def soak_one(url: str, n: int, messages: int) -> int:
     return messages
 
 
-@pytest.mark.parametrize(("runner", "backend"), RUNS)
-def test_checksummed_soak_loses_nothing(runner: str, backend: str) -> None:
+@over_runs
+def test_checksummed_soak_loses_nothing(backend: str) -> None:
     async def run(url: str) -> list[int]:
         return await asyncio.gather(
             *(soak_one(url, n, SOAK_MESSAGES) for n in range(SOAK_CONNECTIONS))

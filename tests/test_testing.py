@@ -24,7 +24,7 @@ from cello import (
     WebSocketMessage,
 )
 from cello.testing import TestClient, WebSocketDisconnect, WebSocketUpgradeError
-from servers import busy_handlers
+from servers import busy_handlers, handler_budget
 
 pytestmark = pytest.mark.usefixtures("websocket_runner")
 
@@ -401,7 +401,7 @@ def test_invalid_close_code_is_refused() -> None:
 
 
 def test_handler_budget_refuses_with_1013_and_frees(websocket_runner: str) -> None:
-    app = App(websocket_threads=1) if websocket_runner == "thread" else App(websocket_greenlets=1)
+    app = App(**handler_budget(websocket_runner, 1))
 
     @app.websocket("/ws")
     def hold(ws: WebSocket) -> None:

@@ -31,9 +31,7 @@ from cello import (
     WebSocketMessage,
     _bridge,
 )
-from cello._greenlets import HandlerGreenlets
-from cello._threads import HandlerThreads
-from servers import ThreadServer, busy_handlers, raw_upgrade
+from servers import ThreadServer, busy_handlers, handler_budget, raw_upgrade
 
 pytestmark = pytest.mark.usefixtures("websocket_runner")
 
@@ -383,12 +381,7 @@ def test_handler_budget_refuses_with_1013_then_frees(
     ws_backend: str, websocket_runner: str
 ) -> None:
     """`websocket_threads` (or `websocket_greenlets`) handlers at once, then 1013."""
-    if websocket_runner == "thread":
-        app = echo_app(websocket_threads=2)
-        pool: HandlerThreads | HandlerGreenlets = app.handler_threads
-    else:
-        app = echo_app(websocket_greenlets=2)
-        pool = app.handler_greenlets
+    app = echo_app(**handler_budget(websocket_runner, 2))
     with ThreadServer(app, ws=ws_backend) as server, contextlib.ExitStack() as stack:
         held = [stack.enter_context(connect(server.url("/ws"))) for _ in range(2)]
         for client in held:
@@ -402,7 +395,7 @@ def test_handler_budget_refuses_with_1013_then_frees(
         assert time.monotonic() - started < 2
         held.pop().close()
         deadline = time.monotonic() + WAIT
-        while pool.busy >= 2 and time.monotonic() < deadline:
+        while busy_handlers(app) >= 2 and time.monotonic() < deadline:
             time.sleep(0.01)
         with connect(server.url("/ws")) as client:
             client.send("now")

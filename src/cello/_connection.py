@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -281,7 +282,8 @@ async def _run_sync(
 
     def run_in_thread() -> None:
         try:
-            _serve_sync(endpoint, ws, request, channel, channel.accept, accept, wait_on_loop)
+            accept_queued = functools.partial(channel.accept, accept)
+            _serve_sync(endpoint, ws, request, channel, accept_queued, wait_on_loop)
         finally:
             # RuntimeError: the loop is gone (process exit) and nobody is waiting.
             with contextlib.suppress(RuntimeError):
@@ -317,13 +319,13 @@ async def _run_greenlet(
         return
     ws = WebSocket(channel, request, subprotocol)
 
-    def accept_now(event: Message) -> None:
+    def accept_now() -> None:
         # Sent before the handler runs: nothing reads this connection (no pump), so
         # sending is how a client that left during the guards is found out.
-        await_(channel.aaccept(event))
+        await_(channel.aaccept(accept))
 
     def handle() -> None:
-        _serve_sync(endpoint, ws, request, channel, accept_now, accept, await_, _UNWINDING)
+        _serve_sync(endpoint, ws, request, channel, accept_now, await_, _UNWINDING)
 
     try:
         await run_in_greenlet(
@@ -350,20 +352,19 @@ def _serve_sync(
     ws: WebSocket,
     request: Request,
     channel: Channel,
-    send_accept: Callable[[Message], None],
-    accept: Message,
+    accept: Callable[[], None],
     wait: Callable[[Awaitable[Any]], Any],
     unwinding: tuple[type[BaseException], ...] = (),
 ) -> None:
     """A plain `def` handler's whole turn, on its thread or in its greenlet: the guards,
     the accept, the handler, and the boundary that turns its failure into 1011.
 
-    `send_accept` sends `accept` (raising `ConnectionClosed` if the client has gone);
+    `accept` accepts the connection (raising `ConnectionClosed` if it is closed);
     `wait` waits there for an async guard; `unwinding` passes through (cancellation).
     """
     try:
         if _guards_allow(endpoint, request, channel, wait):
-            send_accept(accept)
+            accept()
             _call_handler(endpoint, ws, request)
     except ConnectionClosed:
         pass  # a send raced the client's departure: a normal end

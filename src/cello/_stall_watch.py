@@ -42,7 +42,7 @@ logger = logging.getLogger("cello")
 #: with the next handler).
 IDLE_EXIT: Final = 1.0
 
-#: (the handler's greenlet, its route's name, when the stretch began, `GcClock.spent` then)
+#: (the handler's greenlet, its route's name, when the stretch began, `GcClock.total` then)
 Running = tuple[Any, str, float, float]
 
 
@@ -51,24 +51,27 @@ class GcClock:
 
     The callback runs in the thread that collects, while the collection holds every other
     Python thread (the GIL; a stop-the-world pause on free-threaded builds), so only one
-    writes at a time; readers see a float attribute replaced whole.
+    writes at a time; readers see a float attribute replaced whole. A handler's step reads
+    `total` between collections (a collection never runs inside Python code), so only the
+    watch thread, sampling from outside, needs `spent` and its collection under way.
     """
 
     def __init__(self) -> None:
-        self._total = 0.0
+        #: Seconds of finished collections.
+        self.total = 0.0
         self._since: float | None = None  # when the running collection began
 
     def spent(self) -> float:
         """Seconds collected so far, a collection under way included."""
         since = self._since
         ongoing = time.perf_counter() - since if since is not None else 0.0
-        return self._total + ongoing
+        return self.total + ongoing
 
     def __call__(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
             self._since = time.perf_counter()
         elif self._since is not None:
-            self._total += time.perf_counter() - self._since
+            self.total += time.perf_counter() - self._since
             self._since = None
 
 
@@ -102,18 +105,20 @@ class StallWatch:
         thread = threading.get_ident()
         threshold = self.threshold
         perf_counter = time.perf_counter
-        collecting = _gc_clock.spent
+        clock = _gc_clock
 
         def step(switch: Callable[..., Any], *args: Any) -> Any:
-            started, collected = perf_counter(), collecting()
+            started, collected = perf_counter(), clock.total
             running[thread] = (handler, route, started, collected)
             try:
                 return switch(*args)
             finally:
                 running[thread] = None
                 held = perf_counter() - started
-                if held > threshold and (held := held - (collecting() - collected)) > threshold:
-                    self.report(route, held, handler.gr_frame, finished=True)
+                if held > threshold:  # rare: only then take the collections out
+                    held -= clock.total - collected
+                    if held > threshold:
+                        self.report(route, held, handler.gr_frame, finished=True)
 
         return step
 
