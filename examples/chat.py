@@ -48,6 +48,9 @@ def chat(ws):
         msg = ws.recv()
         if msg is None or msg.is_close():
             break
+        if not msg.is_text():
+            ws.send_text(json.dumps({"type": "error", "message": "messages are text"}))
+            continue
 
         # Broadcast the message to all clients
         broadcast(

@@ -30,6 +30,9 @@ def chat(ws):
     )
 
     for msg in ws:
+        if not msg.is_text():
+            ws.send_json({"type": "error", "message": "messages are text"})
+            continue
         app.hub.broadcast(ROOM, {"type": "message", "text": msg.text})
 
     # Leaving happens by itself when the connection closes; leave first here so the

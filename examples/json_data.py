@@ -22,6 +22,9 @@ def data_stream(ws):
         msg = ws.recv()
         if msg is None or msg.is_close():
             break
+        if not msg.is_text():
+            ws.send_text(json.dumps({"error": "Send JSON as a text message"}))
+            continue
         try:
             data = json.loads(msg.text)
             response = process_command(data)

@@ -18,7 +18,7 @@ def lifecycle_demo(ws):
         msg = ws.recv()
         if msg is None or msg.is_close():
             break
-        ws.send_text(f"Got: {msg.text}")
+        ws.send_text(f"Got: {msg.text if msg.is_text() else f'{len(msg.data)} bytes'}")
 
     # Phase: Cleanup (connection will close when handler returns)
     print("Client disconnected")

@@ -16,7 +16,10 @@ def echo(ws):
         msg = ws.recv()
         if msg is None or msg.is_close():
             break
-        ws.send_text(f"Echo: {msg.text}")
+        if msg.is_text():
+            ws.send_text(f"Echo: {msg.text}")
+        else:
+            ws.send_binary(msg.data)  # binary comes back as it came
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ def room_handler(ws, request):
         if msg is None or msg.is_close():
             break
         # Broadcast to room members
-        ws.send_text(f"[{room_id}] {msg.text}")
+        text = msg.text if msg.is_text() else f"{len(msg.data)} bytes"
+        ws.send_text(f"[{room_id}] {text}")
 
 
 if __name__ == "__main__":

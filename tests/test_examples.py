@@ -50,6 +50,8 @@ def test_quickstart(use_run: bool) -> None:
         assert ws.recv(WAIT) == "Connected!"
         ws.send("Hello!")
         assert ws.recv(WAIT) == "Echo: Hello!"
+        ws.send(b"\x00\xff")  # binary comes back as it came, not as "Echo: None"
+        assert ws.recv(WAIT) == b"\x00\xff"
         ws.close()
         assert ws.close_code == 1000
 
@@ -89,6 +91,8 @@ def test_lifecycle() -> None:
             assert ws.recv(WAIT) == "Welcome!"
             ws.send("x")
             assert ws.recv(WAIT) == "Got: x"
+            ws.send(b"abc")
+            assert ws.recv(WAIT) == "Got: 3 bytes"
         output_of(proc, "Client disconnected")
 
 
@@ -99,6 +103,8 @@ def test_json_data() -> None:
         assert json.loads(ws.recv(WAIT)) == {"ok": True, "command": {"action": "ping"}}
         ws.send("{not json")
         assert json.loads(ws.recv(WAIT)) == {"error": "Invalid JSON"}
+        ws.send(b"{}")
+        assert json.loads(ws.recv(WAIT)) == {"error": "Send JSON as a text message"}
 
 
 def test_rooms() -> None:
@@ -106,6 +112,8 @@ def test_rooms() -> None:
         assert ws.recv(WAIT) == "Joined room: lobby"
         ws.send("hi")
         assert ws.recv(WAIT) == "[lobby] hi"
+        ws.send(b"12")
+        assert ws.recv(WAIT) == "[lobby] 2 bytes"
 
 
 def receive_json(ws: ClientConnection) -> dict[str, object]:
@@ -130,6 +138,10 @@ def test_chat_three_clients_join_talk_and_leave(module: str) -> None:
         assert receive_json(c) == system("Welcome to the chat!", 3)
         for earlier in (a, b):
             assert receive_json(earlier) == system("A new user joined", 3)
+
+        # Binary is refused to its sender only, not broadcast as "text": null.
+        b.send(b"\x01")
+        assert receive_json(b) == {"type": "error", "message": "messages are text"}
 
         # A message reaches everyone, its sender included (the page's broadcast has no exclude).
         b.send("hello all")

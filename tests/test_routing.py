@@ -63,5 +63,17 @@ def test_bad_routes_are_refused_at_registration() -> None:
         table.add("/ws", "b")
     with pytest.raises(ValueError, match="must start with '/'"):
         table.add("ws", "c")
-    with pytest.raises(AssertionError, match="Unknown path convertor"):
+    with pytest.raises(ValueError, match="Unknown path parameter type 'nope'"):
         table.add("/x/{id:nope}", "d")
+
+
+def test_routes_taking_the_rest_of_the_path_match_after_the_others() -> None:
+    table: RouteTable[str] = RouteTable()
+    table.add("/users/{*path}", "rest")
+    table.add("/users/{id:int}", "int")
+    table.add("/users/{name}", "name")
+    table.add("/users/me", "me")
+    assert table.match("/users/me") == ("me", {})
+    assert table.match("/users/7") == ("int", {"id": 7})
+    assert table.match("/users/ada") == ("name", {"name": "ada"})
+    assert table.match("/users/7/posts/9") == ("rest", {"path": "7/posts/9"})

@@ -18,6 +18,7 @@ from .messages import WebSocketMessage
 from .request import Request
 from .responses import Response
 from .runners import blocking, sleep
+from .sse import SseEvent, SseStream
 from .websocket import AsyncWebSocket, WebSocket
 
 __all__ = [
@@ -30,6 +31,8 @@ __all__ = [
     "Hub",
     "Request",
     "Response",
+    "SseEvent",
+    "SseStream",
     "WebSocket",
     "WebSocketMessage",
     "blocking",

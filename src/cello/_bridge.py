@@ -54,7 +54,7 @@ from ._events import ABNORMAL_CLOSURE, close_event, ends_connection, to_message,
 from ._greenlets import await_, current_handler
 from ._inbox import Inbox
 from .errors import ConnectionClosed
-from .messages import WebSocketMessage
+from .messages import ReceivedClose, WebSocketMessage
 
 #: Outgoing messages queued per connection before senders wait.
 OUTBOX_LIMIT: Final = 64
@@ -243,7 +243,7 @@ class Channel:
             if new is _CLOSING or new is _DENIED:
                 inbox.end(discard=True)  # the app closed: `recv` returns None from now on
             elif new is _CLOSED_BY_PEER:
-                inbox.end(WebSocketMessage.close(self.close_code or 1005, self.close_reason))
+                inbox.end(ReceivedClose(self.close_code or 1005, self.close_reason))
             elif new is _LOST:
                 inbox.end()
         self._on_loop(self._settle, wake)
@@ -666,7 +666,7 @@ class Channel:
         left = self._transition(_CLOSED_BY_PEER, code, reason)
         # Once the app has closed, `recv` returns None whatever the client does.
         if left is _OPEN or left is _CONNECTING:
-            return WebSocketMessage.close(code, reason)
+            return ReceivedClose(code, reason)
         return None
 
     # ----------------------------------------------------------------- closing

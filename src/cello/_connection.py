@@ -159,7 +159,35 @@ def _call_handler(endpoint: WebSocketEndpoint, ws: Any, request: Request) -> Any
 
 
 def _log_handler_error(endpoint: WebSocketEndpoint, error: BaseException) -> None:
-    logger.error("WebSocket handler %s raised", endpoint.name, exc_info=error)
+    hint = _mistake_hint(endpoint, error)
+    if hint is None:
+        logger.error("WebSocket handler %s raised", endpoint.name, exc_info=error)
+    else:
+        logger.error("WebSocket handler %s raised. %s", endpoint.name, hint, exc_info=error)
+
+
+def _mistake_hint(endpoint: WebSocketEndpoint, error: BaseException) -> str | None:
+    """The likely slip behind `error` in an async handler, said plainly, or `None`.
+
+    `ws.recv()` without `await` gives a coroutine, so the handler fails one line later on
+    "'coroutine' object has no attribute 'text'", which does not name the missing `await`.
+    """
+    if not endpoint.is_async:
+        return None
+    name = endpoint.handler.__qualname__
+    message = str(error)
+    if isinstance(error, TypeError) and "'AsyncWebSocket' object is not iterable" in message:
+        return f"{name} is async def: iterate the connection with `async for msg in ws:`"
+    unawaited = getattr(error, "obj", None)  # the object an AttributeError was raised on
+    if inspect.iscoroutine(unawaited):
+        unawaited.close()  # said here: no "never awaited" RuntimeWarning on top
+    elif not (isinstance(error, TypeError) and "coroutine" in message):
+        return None
+    return (
+        f"{name} is async def, so ws.recv(), ws.send_text() and the other ws methods "
+        "return coroutines: await them (`msg = await ws.recv()`), or make the handler a "
+        "plain def"
+    )
 
 
 async def serve_websocket(app: WebSocketHost, scope: Scope, receive: Receive, send: Send) -> None:

@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import anyio
+from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ._bridge import Channel
@@ -25,6 +27,7 @@ from .blueprints import Routes
 from .guards import Guard
 from .hub import Hub
 from .origins import OriginPolicy
+from .request_log import RequestLog, show_request_log
 from .routing import RouteTable
 from .runners import Runner, check_runner
 from .sse import LiveStreams
@@ -35,6 +38,10 @@ logger = logging.getLogger("cello")
 
 F = TypeVar("F", bound=Callable[..., Any])
 Hook = Callable[[], Any]
+
+#: `enable_cors` defaults, as in Cello.
+CORS_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD")
+CORS_HEADERS = ("Content-Type", "Authorization", "Accept", "Origin", "X-Requested-With")
 
 
 class App(Routes):
@@ -146,6 +153,42 @@ class App(Routes):
         """Run `hook` (sync or async, no arguments) when the server stops."""
         self._shutdown_hooks.append(hook)
         return hook
+
+    def enable_cors(
+        self,
+        origins: Sequence[str] | None = None,
+        *,
+        methods: Sequence[str] = CORS_METHODS,
+        headers: Sequence[str] = CORS_HEADERS,
+        credentials: bool = False,
+        max_age: int = 86_400,
+    ) -> None:
+        """Answer CORS preflights and add CORS headers to HTTP responses (Cello's name).
+
+        Starlette's `CORSMiddleware`, with Cello's defaults: every origin (`["*"]`) unless
+        `origins` lists them. Browsers send no cookies to `*`; list the origins when
+        `credentials` is on. WebSockets are not subject to CORS: `allowed_origins` (on
+        `App` or a route) is what restricts the pages that may open one.
+        """
+        self.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(origins) if origins is not None else ["*"],
+            allow_methods=list(methods),
+            allow_headers=list(headers),
+            allow_credentials=credentials,
+            max_age=max_age,
+        )
+
+    def enable_compression(self, min_size: int | None = None) -> None:
+        """Gzip responses of at least `min_size` bytes (default 500) for clients that accept
+        it (Cello's name for Starlette's `GZipMiddleware`; event streams are left alone)."""
+        self.add_middleware(GZipMiddleware, minimum_size=500 if min_size is None else min_size)
+
+    def enable_logging(self) -> None:
+        """Log a line per HTTP request and per WebSocket when it ends, with its status (or
+        close code) and duration (Cello's name); see `cello.request_log`."""
+        show_request_log()
+        self.add_middleware(RequestLog)
 
     def add_middleware(self, middleware: Callable[..., ASGIApp], **options: Any) -> None:
         """Wrap the app in ASGI middleware (`add_middleware(CORSMiddleware, allow_origins=...)`).

@@ -4,10 +4,15 @@
 into one of two calls its subclass implements: `_add_http` and `_add_websocket`. `App`
 registers routes for real; a `Blueprint` records them and replays them, prefixed, when an
 app (or a parent blueprint) registers it.
+
+The decorators refuse the usual slips when they are made, with the fix in the message,
+rather than registering something that never matches: a decorator used without its
+path (`@app.websocket` with no parentheses), a WebSocket handler taking `(request, ws)`.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -43,6 +48,7 @@ class Routes:
         It returns a `dict`/`list` (JSON), `str` (text), `bytes`, `None` (204) or a
         `Response`. Path parameters (`{id}`, `{id:int}`) land in `request.params`.
         """
+        _check_path(path, "route")
         upper = tuple(m.upper() for m in methods)
 
         def register(handler: F) -> F:
@@ -53,30 +59,37 @@ class Routes:
 
     def get(self, path: str) -> Callable[[F], F]:
         """Register a `GET` handler (it also answers `HEAD`)."""
+        _check_path(path, "get")
         return self.route(path, ("GET",))
 
     def post(self, path: str) -> Callable[[F], F]:
         """Register a `POST` handler."""
+        _check_path(path, "post")
         return self.route(path, ("POST",))
 
     def put(self, path: str) -> Callable[[F], F]:
         """Register a `PUT` handler."""
+        _check_path(path, "put")
         return self.route(path, ("PUT",))
 
     def patch(self, path: str) -> Callable[[F], F]:
         """Register a `PATCH` handler."""
+        _check_path(path, "patch")
         return self.route(path, ("PATCH",))
 
     def delete(self, path: str) -> Callable[[F], F]:
         """Register a `DELETE` handler."""
+        _check_path(path, "delete")
         return self.route(path, ("DELETE",))
 
     def head(self, path: str) -> Callable[[F], F]:
         """Register a `HEAD` handler."""
+        _check_path(path, "head")
         return self.route(path, ("HEAD",))
 
     def options(self, path: str) -> Callable[[F], F]:
         """Register an `OPTIONS` handler."""
+        _check_path(path, "options")
         return self.route(path, ("OPTIONS",))
 
     def websocket(
@@ -107,6 +120,7 @@ class Routes:
             runner: `"thread"` or `"greenlet"` for this route's plain `def` handler, in
                 place of the app's `websocket_runner` (see `cello.runners`).
         """
+        _check_path(path, "websocket")
         if guard is None:
             guards: tuple[Guard, ...] = ()
         elif callable(guard):
@@ -117,13 +131,18 @@ class Routes:
         check_runner(runner)
 
         def register(handler: F) -> F:
+            _check_websocket_handler(handler)
             self._add_websocket(path, handler, subprotocols, guards, origins, runner)
             return handler
 
         return register
 
     def register_blueprint(self, blueprint: Blueprint, prefix: str = "") -> None:
-        """Add every route of `blueprint` here, under its prefix (and `prefix` before it)."""
+        """Add every route of `blueprint` here, under its prefix (and `prefix` before it).
+
+        A blueprint's `/` route answers at its prefix with and without the final slash:
+        `Blueprint("/users")`'s `@get("/")` serves `/users` and `/users/`.
+        """
         for replay in blueprint.recorded:
             replay(self, prefix + blueprint.prefix)
 
@@ -148,9 +167,11 @@ class Blueprint(Routes):
         self.recorded: list[Callable[[Routes, str], None]] = []
 
     def _add_http(self, path: str, methods: Sequence[str], handler: Callable[..., Any]) -> None:
-        self.recorded.append(
-            lambda target, prefix: target._add_http(prefix + path, methods, handler)
-        )
+        def replay(target: Routes, prefix: str) -> None:
+            for full in _joined(prefix, path):
+                target._add_http(full, methods, handler)
+
+        self.recorded.append(replay)
 
     def _add_websocket(
         self,
@@ -161,14 +182,54 @@ class Blueprint(Routes):
         origins: OriginPolicy | None = None,
         runner: str | None = None,
     ) -> None:
-        self.recorded.append(
-            lambda target, prefix: target._add_websocket(
-                prefix + path, handler, subprotocols, guards, origins, runner
-            )
-        )
+        def replay(target: Routes, prefix: str) -> None:
+            for full in _joined(prefix, path):
+                target._add_websocket(full, handler, subprotocols, guards, origins, runner)
+
+        self.recorded.append(replay)
 
     def register_blueprint(self, blueprint: Blueprint, prefix: str = "") -> None:
         """Nest `blueprint` here: its routes join this one's, under both prefixes."""
         self.recorded.append(
             lambda target, outer: Routes.register_blueprint(target, blueprint, outer + prefix)
+        )
+
+
+def _joined(prefix: str, path: str) -> tuple[str, ...]:
+    """The paths a blueprint route registers: its root `/` under a prefix is the prefix
+    itself (as Cello's nested blueprints write `/api/v1/users`) and the prefix with `/`."""
+    if prefix and path == "/":
+        return (prefix, prefix + "/")
+    return (prefix + path,)
+
+
+def _check_path(path: object, decorator: str) -> None:
+    """Refuse a decorator used bare (`@app.websocket` above a function): it would register
+    nothing, silently, and the function would be replaced by the decorator's inner one."""
+    if callable(path):
+        name = getattr(path, "__name__", "the handler")
+        raise TypeError(
+            f"@{decorator} needs the route's path, with parentheses: "
+            f'@app.{decorator}("/path") above def {name}(...)'
+        )
+    if not isinstance(path, str):
+        raise TypeError(f"a route's path is a str like '/ws', not {path!r}")
+
+
+_WS_NAMES = frozenset({"ws", "websocket", "socket", "conn", "connection"})
+_REQUEST_NAMES = frozenset({"request", "req", "scope"})
+
+
+def _check_websocket_handler(handler: Callable[..., Any]) -> None:
+    """Refuse `def h(request, ws)`: cello passes the WebSocket first, so each argument would
+    be the other object and the first `ws.recv()` would fail inside the handler."""
+    try:
+        params = list(inspect.signature(handler).parameters)
+    except (TypeError, ValueError):  # a builtin or C callable: nothing to check
+        return
+    if len(params) == 2 and params[0] in _REQUEST_NAMES and params[1] in _WS_NAMES:
+        raise TypeError(
+            f"WebSocket handler {handler.__qualname__} takes ({params[0]}, {params[1]}); "
+            f"cello passes the WebSocket first: def {handler.__name__}"
+            f"({params[1]}, {params[0]})"
         )

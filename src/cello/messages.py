@@ -3,12 +3,22 @@
 The shape follows the Cello documentation (`msg_type`, `text`, `data`, factories and
 predicates) so that code written against it runs unchanged. A close message also carries
 the close `code` and `reason`.
+
+The close message `recv()` returns when the client leaves is a `ReceivedClose`: reading its
+`.text` or `.data` logs a warning (once per place in the code), because a loop that checks
+only `if msg is None` takes it for data: it would broadcast "None" to a room or pass
+`None` to `json.loads` on every disconnect. The warning names the fix.
 """
 
 from __future__ import annotations
 
+import logging
+import sys
+import threading
 from collections.abc import Callable
 from typing import Literal, overload
+
+logger = logging.getLogger("cello")
 
 MessageType = Literal["text", "binary", "ping", "pong", "close"]
 
@@ -111,10 +121,11 @@ class WebSocketMessage:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, WebSocketMessage):
             return NotImplemented
-        return (self.msg_type, self._text, self.data, self.code, self.reason) == (
+        # `_DATA` reads the slot itself: a `ReceivedClose`'s `data` property would warn.
+        return (self.msg_type, self._text, _DATA.__get__(self), self.code, self.reason) == (
             other.msg_type,
             other._text,
-            other.data,
+            _DATA.__get__(other),
             other.code,
             other.reason,
         )
@@ -127,3 +138,62 @@ class WebSocketMessage:
         if self.msg_type == "close":
             return f"WebSocketMessage.close({self.code!r}, {self.reason!r})"
         return f"WebSocketMessage.{self.msg_type}({self.data!r})"
+
+
+#: The `data` slot's own descriptor, which `ReceivedClose` shadows with a property.
+_DATA = WebSocketMessage.__dict__["data"]
+
+#: Where a received close message's payload was read, so each place warns once. A set
+#: under a lock: a warning is rare, and this stays exact without the GIL.
+_warned_at: set[tuple[str, int, str]] = set()
+_warned_lock = threading.Lock()
+
+
+def _warn_payload_read(attribute: str) -> None:
+    """Log, once per line of code, that `.text`/`.data` was read on the client's close."""
+    caller = sys._getframe(2)  # the code that read the attribute (past the descriptor)
+    where = (caller.f_code.co_filename, caller.f_lineno, attribute)
+    with _warned_lock:
+        if where in _warned_at:
+            return
+        _warned_at.add(where)
+    logger.warning(
+        "msg.%s was read on the close message recv() returns when the client leaves "
+        "(%s, line %d, in %s); it is None. End the loop on it: "
+        "`if msg is None or msg.is_close(): break`, or iterate `for msg in ws:`",
+        attribute,
+        where[0],
+        where[1],
+        caller.f_code.co_name,
+    )
+
+
+class _ReceivedText:
+    """`ReceivedClose.text`: `None`, with the warning."""
+
+    def __get__(self, instance: ReceivedClose | None, owner: type[ReceivedClose]) -> object:
+        if instance is None:
+            return WebSocketMessage.text_message
+        _warn_payload_read("text")
+        return None
+
+
+class ReceivedClose(WebSocketMessage):
+    """The close message `recv()` returns once when the client closes (see the module)."""
+
+    __slots__ = ()
+
+    text = _ReceivedText()  # type: ignore[assignment]
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__("close", code=code, reason=reason)
+
+    @property
+    def data(self) -> None:
+        """`None`, with the warning."""
+        _warn_payload_read("data")
+        return None
+
+    @data.setter
+    def data(self, value: bytes | None) -> None:
+        _DATA.__set__(self, value)

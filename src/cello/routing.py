@@ -2,8 +2,16 @@
 
 HTTP and WebSocket routes share this one syntax and matcher: `{name}` matches one path
 segment, and the typed forms `{name:int}`, `{name:float}`, `{name:uuid}` and `{name:path}`
-(the rest of the path) convert the value. The pattern compiler and the convertors are
-Starlette's, so paths mean the same thing in a cello app mounted inside Starlette.
+(the rest of the path) convert the value. Cello's wildcard spellings `{*name}` and
+`{name:*}` mean `{name:path}`. The pattern compiler and the convertors are Starlette's, so
+paths mean the same thing in a cello app mounted inside Starlette.
+
+Static paths match first; then parameter routes in the order they were declared, except
+that routes taking the rest of the path come after the others, so `/users/{*path}` never
+hides `/users/{id}` (Cello matches by specificity; Starlette, in order).
+
+A brace that is not one of these placeholders is refused when the route is declared: a
+route taking `{id:integer}` or `{*}` literally would never match, and say nothing.
 """
 
 from __future__ import annotations
@@ -13,13 +21,43 @@ from collections.abc import Iterator
 from typing import Any, Generic, TypeVar
 
 from starlette._utils import get_route_path
-from starlette.convertors import Convertor
-from starlette.routing import compile_path
+from starlette.convertors import CONVERTOR_TYPES, Convertor, PathConvertor
+from starlette.routing import PARAM_REGEX, compile_path
 from starlette.types import Scope
 
 __all__ = ["PathPattern", "RouteTable", "get_route_path"]
 
 T = TypeVar("T")
+
+#: Cello's wildcard placeholders, `{*name}` and `{name:*}`, as Starlette spells them.
+_WILDCARD = re.compile(r"\{\*([a-zA-Z_][a-zA-Z0-9_]*)\}|\{([a-zA-Z_][a-zA-Z0-9_]*):\*\}")
+
+
+def normalize_path(path: str) -> str:
+    """`path` in Starlette's placeholder syntax, or `ValueError` naming what is wrong.
+
+    Wildcards become `{name:path}`; any other brace must belong to a `{name}` or
+    `{name:type}` placeholder with a known type.
+    """
+    if not path.startswith("/"):
+        raise ValueError(f"Route path must start with '/': {path!r}")
+    path = _WILDCARD.sub(lambda m: "{%s:path}" % (m.group(1) or m.group(2)), path)
+    known = ", ".join(f"{{name:{kind}}}" for kind in CONVERTOR_TYPES)
+    for placeholder in PARAM_REGEX.finditer(path):
+        kind = (placeholder.group(2) or ":str")[1:]
+        if kind not in CONVERTOR_TYPES:
+            raise ValueError(
+                f"Unknown path parameter type {kind!r} in {placeholder.group(0)} of route "
+                f"{path!r}; the types are: {{name}}, {known}, and {{*name}} for the rest of "
+                "the path"
+            )
+    leftover = PARAM_REGEX.sub("", path)
+    if "{" in leftover or "}" in leftover:
+        raise ValueError(
+            f"Route {path!r} has a brace that is not a path parameter; write {{name}}, "
+            f"{known}, or {{*name}} for the rest of the path"
+        )
+    return path
 
 
 class PathPattern:
@@ -28,15 +66,18 @@ class PathPattern:
     __slots__ = ("_convertors", "_regex", "path")
 
     def __init__(self, path: str) -> None:
-        if not path.startswith("/"):
-            raise ValueError(f"Route path must start with '/': {path!r}")
-        self.path = path
+        self.path = path = normalize_path(path)
         regex, _format, convertors = compile_path(path)
         # Matched whole (`fullmatch`): Starlette's `^...$` with `match` also accepts a path
         # ending in a newline ("/items/42%0A" as id 42). DOTALL lets `{rest:path}` take any
         # rest, newlines included, where Starlette's `.*` would stop at one.
         self._regex: re.Pattern[str] = re.compile(regex.pattern, re.DOTALL)
         self._convertors: dict[str, Convertor[Any]] = convertors
+
+    @property
+    def takes_rest(self) -> bool:
+        """True when a parameter takes the rest of the path (`{name:path}`, `{*name}`)."""
+        return any(isinstance(c, PathConvertor) for c in self._convertors.values())
 
     @property
     def is_static(self) -> bool:
@@ -54,7 +95,8 @@ class PathPattern:
 
 
 class RouteTable(Generic[T]):
-    """Maps paths to endpoints; static paths by dict lookup, the rest in registration order."""
+    """Maps paths to endpoints: static paths by dict lookup, then parameter routes in
+    registration order, those taking the rest of the path last."""
 
     def __init__(self) -> None:
         self._static: dict[str, T] = {}
@@ -63,6 +105,7 @@ class RouteTable(Generic[T]):
 
     def add(self, path: str, endpoint: T) -> None:
         pattern = PathPattern(path)
+        path = pattern.path
         if any(existing.path == path for existing, _ in self._all):
             raise ValueError(f"A route for {path!r} is already registered")
         self._all.append((pattern, endpoint))
@@ -70,9 +113,11 @@ class RouteTable(Generic[T]):
             self._static[path] = endpoint
         else:
             self._dynamic.append((pattern, endpoint))
+            self._dynamic.sort(key=lambda entry: entry[0].takes_rest)  # stable: order kept
 
     def exact(self, path: str) -> T | None:
         """The endpoint registered for exactly this route path, if any."""
+        path = normalize_path(path)
         for pattern, endpoint in self._all:
             if pattern.path == path:
                 return endpoint
