@@ -166,6 +166,11 @@ def test_a_nested_blueprints_root_route_answers_at_its_prefix() -> None:
                 assert ws.receive_text() == "feed"
 
 
+def test_a_blueprint_has_a_name() -> None:
+    assert Blueprint("/users", name="users").name == "users"
+    assert Blueprint("/api/v1").name == "api/v1"
+
+
 def test_an_apps_root_route_stays_slash() -> None:
     bp = Blueprint()
 

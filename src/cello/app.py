@@ -190,6 +190,15 @@ class App(Routes):
         show_request_log()
         self.add_middleware(RequestLog)
 
+    def on_event(self, event: str) -> Callable[[F], F]:
+        """`@app.on_event("startup")` / `("shutdown")`: Cello's and Starlette's spelling of
+        `on_startup` / `on_shutdown`."""
+        if event == "startup":
+            return self.on_startup
+        if event == "shutdown":
+            return self.on_shutdown
+        raise ValueError(f'on_event takes "startup" or "shutdown", not {event!r}')
+
     def add_middleware(self, middleware: Callable[..., ASGIApp], **options: Any) -> None:
         """Wrap the app in ASGI middleware (`add_middleware(CORSMiddleware, allow_origins=...)`).
 

@@ -158,12 +158,14 @@ class Blueprint(Routes):
     app.register_blueprint(api)   # serves /api/users/{id:int}
     """
 
-    def __init__(self, prefix: str = "") -> None:
+    def __init__(self, prefix: str = "", name: str | None = None) -> None:
         if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
             raise ValueError(
                 f"A blueprint prefix starts with '/' and does not end with it: {prefix!r}"
             )
         self.prefix = prefix
+        #: A label for the group (as in Cello); cello does not route by it.
+        self.name = name if name is not None else prefix.strip("/")
         self.recorded: list[Callable[[Routes, str], None]] = []
 
     def _add_http(self, path: str, methods: Sequence[str], handler: Callable[..., Any]) -> None:
