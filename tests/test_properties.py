@@ -12,6 +12,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from starlette.routing import PARAM_REGEX
 from websockets.sync.client import ClientConnection, connect
 
 from cello import App, Request, WebSocket
@@ -76,12 +77,43 @@ def test_a_path_parameter_takes_the_rest(parts: list[str]) -> None:
     assert PathPattern("/files/{rest:path}").match(f"/files/{rest}") == {"rest": rest}
 
 
-@given(segments)
+@given(segments.filter(lambda s: "{" not in s and "}" not in s))  # braces: parameters
 def test_a_static_route_wins_over_a_parameter_whatever_the_order(segment: str) -> None:
     table: RouteTable[str] = RouteTable()
     table.add("/r/{name}", "dynamic")
     table.add(f"/r/{segment}", "static")
     assert table.match(f"/r/{segment}") == ("static", {})
+
+
+#: Path segments with braces in them: placeholders, broken ones, and stray braces.
+braced = st.builds(
+    lambda before, braces, after: before + braces + after,
+    st.text(st.characters(exclude_characters="/", exclude_categories=("Cs",)), max_size=8),
+    st.sampled_from(["{", "}", "{a}", "{a:int}", "{*a}", "{a:*}", "{a:x}", "{}", "{a b}"])
+    | st.text("{}:*ab_1 ", min_size=1, max_size=8).filter(lambda t: "{" in t or "}" in t),
+    st.text(st.characters(exclude_characters="/", exclude_categories=("Cs",)), max_size=8),
+)
+
+
+@given(braced)
+@example("{")
+@example("{id:integer}")
+@example("{*}")
+def test_a_brace_is_a_parameter_or_refused_never_literal(segment: str) -> None:
+    table: RouteTable[str] = RouteTable()
+    try:
+        table.add(f"/r/{segment}", "x")
+    except ValueError as exc:
+        refusal = str(exc)
+    else:
+        refusal = ""
+    if refusal:
+        assert "brace" in refusal or "Unknown path parameter type" in refusal, refusal
+        return
+    (pattern,) = [path for path, _ in table]
+    assert not PathPattern(pattern).is_static
+    assert "{" not in PARAM_REGEX.sub("", pattern)
+    assert "}" not in PARAM_REGEX.sub("", pattern)
 
 
 # ----------------------------------------------------------------- through a real server

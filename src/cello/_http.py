@@ -1,6 +1,8 @@
 """The life of one HTTP request: route, read the body, call the handler, send the response.
 
 * No route for the path: 404; a route without this method: 405 with `Allow`. JSON bodies.
+  A path that only a WebSocket route serves: 426 with `Upgrade: websocket`, whatever the
+  method, so a browser tab or `curl` opened on it learns it needs a WebSocket client.
 * The body is read before the handler runs, up to the app's `max_body_size` (else 413),
   so `request.body()/json()/form()` are plain calls in sync and async handlers alike.
 * A plain `def` handler runs in a worker thread from the app's own limiter (not anyio's
@@ -15,7 +17,7 @@ import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import anyio.to_thread
@@ -27,6 +29,9 @@ from .request import Request
 from .responses import to_response
 from .routing import RouteTable
 from .sse import LiveStreams, SseResponse
+
+if TYPE_CHECKING:
+    from ._connection import WebSocketEndpoint
 
 logger = logging.getLogger("cello")
 
@@ -65,10 +70,23 @@ def error_response(status: int, detail: str, headers: Any = None) -> JSONRespons
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
+def upgrade_required() -> JSONResponse:
+    """The answer to a plain HTTP request for a WebSocket endpoint (RFC 9110 15.5.22: a
+    426 names the protocol to switch to in `Upgrade`, and RFC 9110 7.8 has `Connection:
+    Upgrade` go with it)."""
+    return error_response(
+        426,
+        "This is a WebSocket endpoint: connect to it with a WebSocket client (ws:// or wss://)",
+        {"Upgrade": "websocket", "Connection": "Upgrade"},
+    )
+
+
 class HttpHost(Protocol):
     """What serving HTTP needs from the app (an `App` is one), and nothing more."""
 
     http_routes: RouteTable[MethodMap]
+    #: Consulted when no HTTP route matches, to answer a WebSocket path with 426.
+    websocket_routes: RouteTable[WebSocketEndpoint]
     #: The largest request body read, in bytes.
     max_body_size: int
     #: The app's live SSE streams, so its shutdown can end them.
@@ -82,7 +100,11 @@ async def serve_http(app: HttpHost, scope: Scope, receive: Receive, send: Send) 
     """The ASGI application for one `http` scope."""
     found = app.http_routes.match_scope(scope)
     if found is None:
-        await error_response(404, "Not Found")(scope, receive, send)
+        if app.websocket_routes.match_scope(scope) is None:
+            refusal = error_response(404, "Not Found")
+        else:
+            refusal = upgrade_required()
+        await refusal(scope, receive, send)
         return
     methods, params = found
     method = scope["method"]
