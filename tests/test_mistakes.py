@@ -171,6 +171,37 @@ def test_a_blueprint_has_a_name() -> None:
     assert Blueprint("/api/v1").name == "api/v1"
 
 
+def test_a_blueprint_lists_its_routes_nested_ones_included() -> None:
+    api = Blueprint("/api")
+
+    @api.get("/health")
+    def health(request):  # type: ignore[no-untyped-def]
+        return {"ok": True}
+
+    users = Blueprint("/users")
+
+    @users.route("/", methods=["GET", "POST"])
+    def list_users(request):  # type: ignore[no-untyped-def]
+        return {"users": []}
+
+    @users.websocket("/live")
+    def live(ws):  # type: ignore[no-untyped-def]
+        pass
+
+    api.register(users)  # Cello's name for register_blueprint
+    assert api.get_all_routes() == [
+        ("/api/health", "GET"),
+        ("/api/users", "GET"),
+        ("/api/users", "POST"),
+        ("/api/users/", "GET"),
+        ("/api/users/", "POST"),
+        ("/api/users/live", "WEBSOCKET"),
+    ]
+    app = App()
+    app.register_blueprint(api)
+    assert len(app.http_routes) == 3
+
+
 def test_an_apps_root_route_stays_slash() -> None:
     bp = Blueprint()
 

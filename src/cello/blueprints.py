@@ -196,6 +196,37 @@ class Blueprint(Routes):
             lambda target, outer: Routes.register_blueprint(target, blueprint, outer + prefix)
         )
 
+    #: Cello's name for nesting a blueprint.
+    register = register_blueprint
+
+    def get_all_routes(self) -> list[tuple[str, str]]:
+        """`(path, method)` for every route this blueprint (and those nested in it) would
+        add to an app, in order; a WebSocket route's method is `"WEBSOCKET"`."""
+        collector = _RouteList()
+        Routes.register_blueprint(collector, self)
+        return collector.routes
+
+
+class _RouteList(Routes):
+    """Where `get_all_routes` replays a blueprint: it lists the routes, registers nothing."""
+
+    def __init__(self) -> None:
+        self.routes: list[tuple[str, str]] = []
+
+    def _add_http(self, path: str, methods: Sequence[str], handler: Callable[..., Any]) -> None:
+        self.routes.extend((path, method) for method in methods)
+
+    def _add_websocket(
+        self,
+        path: str,
+        handler: Callable[..., Any],
+        subprotocols: Sequence[str],
+        guards: tuple[Guard, ...],
+        origins: OriginPolicy | None = None,
+        runner: str | None = None,
+    ) -> None:
+        self.routes.append((path, "WEBSOCKET"))
+
 
 def _joined(prefix: str, path: str) -> tuple[str, ...]:
     """The paths a blueprint route registers: its root `/` under a prefix is the prefix
