@@ -17,9 +17,17 @@ The protocol, all JSON text messages:
   they happen, and `error` (to one client; after a bad message the connection stays
   open). A bad room name or nickname gets an `error`, then a close with code 4000.
 
-More than one process: with `CELLO_HUB_URL=redis://127.0.0.1:6379/0` set, messages and
-notices reach the room's members in every process, but the `welcome`'s member list and
-the taken-nickname check only know this process's members.
+Who is in a room comes from the hub's presence (`app.hub.join(room, ws, member=...)`,
+`app.hub.members(room)`), so with `CELLO_HUB_URL=redis://127.0.0.1:6379/0` set and
+several processes the `welcome`'s member list, the taken-nickname check and the
+`joined`/`left` notices cover every process, as do the messages. `GET
+/rooms/{room}/members` lists a room's nicknames (and counts its sockets).
+
+Across processes a nickname is checked, then taken, in two steps: two tabs asking for the
+same one in two processes within a few milliseconds can both get it. The members of a
+process that dies without shutting down (killed, its host lost) leave the member list
+within the hub's presence bound (20 s by default), but the pages are not sent a `left`
+notice for them.
 """
 
 import json
@@ -42,7 +50,9 @@ MAX_TEXT = 500
 REFUSED = 4000
 REPLACED = 4001
 
-#: room -> nick -> (client id, connection); this process's members only.
+#: room -> nick -> (client id, connection): this process's connections, so a page that
+#: reconnects to the same process can close its stale one. Who is in a room, in every
+#: process, is the hub's `members(room)`: {"nick": ..., "client": ...} each.
 rooms = {}
 rooms_lock = threading.Lock()
 
@@ -59,6 +69,13 @@ def chat_page(request):
     return Response.html((STATIC / "chat.html").read_text())
 
 
+@app.get("/rooms/{room}/members")
+def room_members(request):
+    """The room's nicknames, and how many sockets they have open (a page may have two)."""
+    room = request.params["room"]
+    return {"room": room, "members": members_of(room), "connections": app.hub.count(room)}
+
+
 @app.get("/static/{name}")
 def asset(request):
     # `directory=`: the client picks the name, so only files inside static/ are served
@@ -68,7 +85,8 @@ def asset(request):
 
 
 def members_of(room):
-    return sorted(rooms.get(room, {}))
+    """The nicknames in the room, in every process (a page's two sockets count once)."""
+    return sorted({member["nick"] for member in app.hub.members(room)})
 
 
 def join_error(room, nick, client):
@@ -77,9 +95,9 @@ def join_error(room, nick, client):
         return "a room name is 1-24 letters, digits, - or _"
     if not NAME.fullmatch(nick):
         return "a nickname is 1-24 letters, digits, - or _"
-    taken = rooms.get(room, {}).get(nick)
-    if taken is not None and taken[0] != client:
-        return f"{nick} is already in {room}"
+    for member in app.hub.members(room):
+        if member["nick"] == nick and member["client"] != client:
+            return f"{nick} is already in {room}"
     return None
 
 
@@ -107,32 +125,38 @@ def enter(room, nick, client, ws):
         error = join_error(room, nick, client)
         if error is not None:
             return error
-        members = rooms.setdefault(room, {})
-        previous = members.get(nick)
-        members[nick] = (client, ws)
-        if previous is not None:  # the same page reconnected before its old socket died
+        # The same page may still be here under an older socket (the network blinked, in
+        # this process or another): then nobody is told of a join.
+        returning = nick in members_of(room)
+        here = rooms.setdefault(room, {})
+        previous = here.get(nick)
+        if previous is not None:  # in this process: close the stale socket now
             app.hub.leave(room, previous[1])
             previous[1].close(REPLACED, "replaced by a new connection")
-        # Welcome first, then join the group: every membership notice is sent under this
-        # lock, so the newcomer's list is never stale and the welcome is its first message.
-        ws.send_json({"type": "welcome", "room": room, "nick": nick, "members": members_of(room)})
-        app.hub.join(room, ws)
-        if previous is None:
+        # Welcome first, then join the group: notices from this process are sent under
+        # this lock, so the welcome is the newcomer's first message and its list is current.
+        everyone = sorted({*members_of(room), nick})
+        ws.send_json({"type": "welcome", "room": room, "nick": nick, "members": everyone})
+        app.hub.join(room, ws, member={"nick": nick, "client": client})
+        here[nick] = (client, ws)
+        if not returning:
             app.hub.broadcast(room, {"type": "joined", "nick": nick}, exclude=ws)
         return None
 
 
 def leave(room, nick, ws):
-    """Take `ws` out of the room and tell the others, unless a newer connection took over."""
+    """Take `ws` out of the room, and tell the others if its nickname is gone from it (not
+    when a newer connection of the same page took over, here or in another process)."""
     with rooms_lock:
         app.hub.leave(room, ws)
-        members = rooms.get(room, {})
-        if members.get(nick, (None, None))[1] is not ws:
-            return
-        del members[nick]
-        if not members:
+        here = rooms.get(room, {})
+        if here.get(nick, (None, None))[1] is not ws:
+            return  # it never entered, or a newer connection replaced it
+        del here[nick]
+        if not here:
             del rooms[room]
-        app.hub.broadcast(room, {"type": "left", "nick": nick})
+        if nick not in members_of(room):
+            app.hub.broadcast(room, {"type": "left", "nick": nick})
 
 
 @app.websocket("/ws/rooms/{room}")

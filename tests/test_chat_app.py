@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -27,7 +28,7 @@ from websockets.sync.client import ClientConnection, connect
 from browsers import ARTIFACTS, CHROMIUM, launched_chromium
 from cello.runners import RUNNER_VARIABLE, RUNNERS
 from redis_server import RedisServer
-from servers import bound_socket, child_server, subprocess_server
+from servers import bound_socket, child_server, subprocess_server, wait_until
 
 WAIT = 10
 
@@ -251,24 +252,104 @@ def redis_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         redis.stop()
 
 
+def room(port: int, name: str) -> dict[str, Any]:
+    """`GET /rooms/{name}/members` of the server at `port`."""
+    answer = httpx.get(f"http://127.0.0.1:{port}/rooms/{name}/members", timeout=WAIT)
+    answer.raise_for_status()
+    listed: dict[str, Any] = answer.json()
+    return listed
+
+
+def room_members(port: int, name: str) -> list[str]:
+    members: list[str] = room(port, name)["members"]
+    return members
+
+
+def connections(port: int, name: str) -> int:
+    count: int = room(port, name)["connections"]
+    return count
+
+
 def test_two_processes_share_a_room_through_redis(
     redis_url: str, clients: contextlib.ExitStack
 ) -> None:
+    """Messages, notices, the member list and the nickname check span the processes."""
     quiet = ("--log-level", "warning")
     with (
         subprocess_server("examples.chat_app:app", extra=quiet) as (_, port_a),
         subprocess_server("examples.chat_app:app", extra=quiet) as (_, port_b),
     ):
-        alice, _ = join(clients, port_a, "shared", "alice")
+        alice, _ = join(clients, port_a, "shared", "alice", client="tab-a")
+        assert wait_until(lambda: room_members(port_b, "shared") == ["alice"], WAIT)
         bob, welcome = join(clients, port_b, "shared", "bob")
-        assert welcome["members"] == ["bob"]  # the welcome knows its own process only
+        assert welcome["members"] == ["alice", "bob"]
         assert receive(alice) == {"type": "joined", "nick": "bob"}
+        impostor, refused = join(clients, port_b, "shared", "alice", client="tab-b")
+        assert refused == {"type": "error", "error": "alice is already in shared"}
+        assert close_code(impostor) == 4000
         say(bob, "across processes")
         assert receive(alice)["text"] == "across processes"
         # Alice's own notice may reach bob late: pub/sub has no order across publishers.
         assert next_message(bob)["text"] == "across processes"
         bob.close()
         assert receive(alice) == {"type": "left", "nick": "bob"}
+        assert room_members(port_a, "shared") == ["alice"]
+
+
+def test_a_page_reconnecting_to_another_process_keeps_its_nickname(
+    redis_url: str, clients: contextlib.ExitStack
+) -> None:
+    """The same page (its client id) back through another process while its old socket
+    is still open: it gets its nickname, and nobody sees a join or a leave."""
+    quiet = ("--log-level", "warning")
+    with (
+        subprocess_server("examples.chat_app:app", extra=quiet) as (_, port_a),
+        subprocess_server("examples.chat_app:app", extra=quiet) as (_, port_b),
+    ):
+        bob, _ = join(clients, port_a, "moving", "bob")
+        old, _ = join(clients, port_a, "moving", "alice", client="tab-1")
+        assert receive(bob) == {"type": "joined", "nick": "alice"}
+        assert wait_until(lambda: connections(port_b, "moving") == 2, WAIT)
+        new, welcome = join(clients, port_b, "moving", "alice", client="tab-1")
+        assert welcome["members"] == ["alice", "bob"]
+        assert wait_until(lambda: connections(port_a, "moving") == 3, WAIT)
+        old.close()
+        assert wait_until(lambda: connections(port_b, "moving") == 2, WAIT)
+        say(new, "moved")
+        message = receive(bob)  # no notice before it: alice never left
+        assert (message["type"], message["nick"], message["text"]) == ("message", "alice", "moved")
+        new.close()
+        assert receive(bob) == {"type": "left", "nick": "alice"}
+        assert nothing_arrives(bob)
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (Linux: read from /proc)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            # The fields after the command (which may hold spaces) follow its last ")".
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                children.append(int(stat.parent.name))
+    return children
+
+
+def serving_process(ws: ClientConnection, candidates: list[int]) -> int:
+    """Which of `candidates` holds the server's end of `ws` (Linux: /proc): the TCP
+    socket from the server's port to the client's, found by its inode."""
+    client_port, server_port = ws.local_address[1], ws.remote_address[1]
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote = (int(address.split(":")[1], 16) for address in fields[1:3])
+        if (local, remote) == (server_port, client_port):
+            inodes.add(f"socket:[{fields[9]}]")
+    for pid in candidates:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                if os.readlink(fd) in inodes:
+                    return pid
+    raise AssertionError(f"no process among {candidates} holds the connection")
 
 
 def test_the_chat_under_gunicorn_with_two_workers(
@@ -287,15 +368,20 @@ def test_the_chat_under_gunicorn_with_two_workers(
     # gunicorn's control socket goes to XDG_RUNTIME_DIR: keep it out of the home directory.
     env = {"XDG_RUNTIME_DIR": str(tmp_path)}
     with child_server(cmd, port, env=env) as proc:
-        # Members until one lands in the other worker: its welcome misses the earlier ones.
+        # Members until both workers have some.
         members: list[ClientConnection] = []
+        serving: set[int] = set()
         for i in range(40):
-            ws, welcome = join(clients, port, "gunicorn", f"user{i}")
+            ws, _ = join(clients, port, "gunicorn", f"user{i}")
             members.append(ws)
-            if len(welcome["members"]) <= i:
+            serving.add(serving_process(ws, children_of(proc.pid)))
+            if len(serving) == 2:
                 break
         else:
             pytest.fail("40 connections all reached the same gunicorn worker")
+        # Who is in the room is known to both workers: the last one in heard of everyone.
+        everyone = sorted(f"user{n}" for n in range(len(members)))
+        assert wait_until(lambda: room_members(port, "gunicorn") == everyone, WAIT)
         say(members[0], "one room, two processes")
         for ws in members:
             assert next_message(ws)["text"] == "one room, two processes"

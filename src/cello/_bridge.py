@@ -193,10 +193,23 @@ class Channel:
         self._disconnect_taken = False  # on the loop only: `_peer_gone` read the disconnect
         self._pump: asyncio.Task[None] | None = None
 
+        # Counts for `cello.metrics`, each written on the loop's thread only (the pump or
+        # `arecv`, the writer or a direct send, the transition to OPEN under `_lock`), so
+        # no lock is needed to add; a scrape from another thread may read one a message
+        # behind, never a torn value (an attribute load is atomic with or without the GIL).
+        self.messages_in = 0
+        self.messages_out = 0
+        self.accepted = False  # set by the transition to OPEN
+
     @property
     def open(self) -> bool:
         """Whether the connection is accepted and neither side has closed it."""
         return self.state is _OPEN
+
+    def queued(self) -> int:
+        """Messages waiting now: for the client to take them, or for the handler to read."""
+        inbox = self._inbox
+        return len(self._outbox) + (len(inbox) if inbox is not None else 0)
 
     def _closed_error(self) -> ConnectionClosed:
         return ConnectionClosed(self.close_code or ABNORMAL_CLOSURE, self.close_reason)
@@ -217,6 +230,8 @@ class Channel:
         if new not in _TRANSITIONS[self.state]:
             return False
         self.state = new
+        if new is _OPEN:
+            self.accepted = True
         if code is not None and self.close_code is None:
             self.close_code = code
             self.close_reason = reason
@@ -444,6 +459,8 @@ class Channel:
             else:
                 async with asyncio.timeout(timeout):
                     await self._asgi_send(event)
+            if event["type"] == "websocket.send":
+                self.messages_out += 1
         except TimeoutError:
             if self._too_slow("send timed out"):
                 raise ConnectionClosed(1008, "send timed out") from None
@@ -515,7 +532,9 @@ class Channel:
                 logger.exception("Sending %s failed", event["type"])
                 self._transition(_LOST, ABNORMAL_CLOSURE)
                 return
-            if event["type"] in _FINAL_TYPES and ends_connection(event):
+            if event["type"] == "websocket.send":
+                self.messages_out += 1
+            elif event["type"] in _FINAL_TYPES and ends_connection(event):
                 self._transition(_CLOSED)
                 return
 
@@ -578,6 +597,7 @@ class Channel:
             event = await receive()
             kind = event["type"]
             if kind == "websocket.receive":
+                self.messages_in += 1
                 size = len(event.get("text") or event.get("bytes") or "")
                 if inbox.put(to_message(event), size):
                     await self._pump_paused(inbox)
@@ -651,6 +671,7 @@ class Channel:
         finally:
             self._reader = None
         if event["type"] == "websocket.receive":
+            self.messages_in += 1
             return to_message(event)
         if event["type"] == "websocket.disconnect":
             return self._closed_by_peer(event)

@@ -39,6 +39,7 @@ from ._threads import HandlerThreads
 from .errors import ConnectionClosed
 from .guards import Guard
 from .hub import Hub
+from .metrics import Metrics
 from .origins import OriginPolicy
 from .request import Request
 from .routing import RouteTable
@@ -115,6 +116,8 @@ class WebSocketHost(Protocol):
     #: Open connections, so shutdown can close them.
     live_channels: set[Channel]
     hub: Hub
+    #: Where a connection's counts go when it ends.
+    metrics: Metrics
     #: How long a send waits for room by default (`None`: no limit).
     send_timeout: float | None
 
@@ -226,6 +229,7 @@ async def serve_websocket(app: WebSocketHost, scope: Scope, receive: Receive, se
     finally:
         app.live_channels.discard(channel)
         app.hub.forget(channel)
+        app.metrics.connection_ended(channel)
 
 
 def _runner_of(app: WebSocketHost, endpoint: WebSocketEndpoint) -> Runner:

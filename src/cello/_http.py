@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
+from .metrics import Metrics
 from .request import Request
 from .responses import to_response
 from .routing import RouteTable
@@ -91,6 +92,8 @@ class HttpHost(Protocol):
     max_body_size: int
     #: The app's live SSE streams, so its shutdown can end them.
     live_streams: LiveStreams
+    #: Counts responses by status.
+    metrics: Metrics
 
     @property
     def http_limiter(self) -> anyio.CapacityLimiter: ...
@@ -98,22 +101,24 @@ class HttpHost(Protocol):
 
 async def serve_http(app: HttpHost, scope: Scope, receive: Receive, send: Send) -> None:
     """The ASGI application for one `http` scope."""
+    response = await respond(app, scope, receive)
+    app.metrics.http_response(response.status_code)
+    await response(scope, receive, send)
+
+
+async def respond(app: HttpHost, scope: Scope, receive: Receive) -> Response:
+    """The response to one request: a refusal, or what the handler's result becomes."""
     found = app.http_routes.match_scope(scope)
     if found is None:
         if app.websocket_routes.match_scope(scope) is None:
-            refusal = error_response(404, "Not Found")
-        else:
-            refusal = upgrade_required()
-        await refusal(scope, receive, send)
-        return
+            return error_response(404, "Not Found")
+        return upgrade_required()
     methods, params = found
     method = scope["method"]
     endpoint = methods.get(method) or (methods.get("GET") if method == "HEAD" else None)
     if endpoint is None:
         allowed = sorted({*methods, *(["HEAD"] if "GET" in methods else [])})
-        refusal = error_response(405, "Method Not Allowed", {"Allow": ", ".join(allowed)})
-        await refusal(scope, receive, send)
-        return
+        return error_response(405, "Method Not Allowed", {"Allow": ", ".join(allowed)})
     response: Response
     try:
         body = await read_body(scope, receive, app.max_body_size)
@@ -133,7 +138,7 @@ async def serve_http(app: HttpHost, scope: Scope, receive: Receive, send: Send) 
         response = error_response(500, "Internal Server Error")
     if isinstance(response, SseResponse):
         response.live_streams = app.live_streams  # so the app's shutdown can end it
-    await response(scope, receive, send)
+    return response
 
 
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:

@@ -21,7 +21,9 @@ exception nobody foresaw), that is logged and `running`/`subscribed` turn false;
 are then counted as dropped rather than queued for a publisher that is gone.
 
 Wire format of a message: 16 bytes of origin id, `t` or `b`, then the UTF-8 text or the
-bytes.
+bytes. Presence changes (`_presence.py`) travel on the same channels as kind `p`, and go
+to the presence (`set_presence`) whichever process sent them, this one included: each
+carries a number every process must see to notice a gap.
 """
 
 from __future__ import annotations
@@ -135,6 +137,8 @@ class RedisRelay:
         self.origin = uuid.uuid4().bytes
         self.max_pending = max_pending
         self._deliver = deliver
+        self._on_presence: Callable[[bytes], None] | None = None
+        self._on_subscribed_hook: Callable[[], None] | None = None
         self._mailbox: Mailbox[Any] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._subscribed: asyncio.Event | None = None
@@ -148,6 +152,15 @@ class RedisRelay:
         self._subscriber_outage = Outage()
         self._last_drop_warning = -DROP_WARNING_INTERVAL
         self._last_skip_warning = -DROP_WARNING_INTERVAL
+
+    def set_presence(
+        self, on_presence: Callable[[bytes], None], on_subscribed: Callable[[], None]
+    ) -> None:
+        """Hand presence changes (kind `p`, this process's own included) to `on_presence`,
+        and call `on_subscribed` each time the subscription is made (again); both on the
+        event loop."""
+        self._on_presence = on_presence
+        self._on_subscribed_hook = on_subscribed
 
     @property
     def running(self) -> bool:
@@ -165,8 +178,9 @@ class RedisRelay:
             and not tasks[1].done()
         )
 
-    def _client(self) -> aioredis.Redis:
-        # No retries inside redis-py: this module reconnects, and logs the outage.
+    def client(self) -> aioredis.Redis:
+        """A new client with no retries inside redis-py: its users reconnect themselves,
+        and log the outage (the presence, `_presence.py`, uses it too)."""
         return aioredis.Redis.from_url(
             self.url, retry=Retry(NoBackoff(), 0), socket_connect_timeout=2.0
         )
@@ -366,7 +380,7 @@ class RedisRelay:
         while True:
             client = None
             try:
-                client = self._client()
+                client = self.client()
                 await client.ping()
             except Exception as exc:
                 if client is not None:
@@ -404,7 +418,7 @@ class RedisRelay:
         while True:
             client = pubsub = None
             try:
-                client = self._client()
+                client = self.client()
                 pubsub = client.pubsub()
                 await pubsub.psubscribe(self.prefix + b"*")
                 heard = [loop.time()]
@@ -448,6 +462,8 @@ class RedisRelay:
     def _on_subscribed(self) -> None:
         assert self._subscribed is not None
         self._subscribed.set()
+        if self._on_subscribed_hook is not None:
+            self._on_subscribed_hook()
         lasted = self._subscriber_outage.end()
         if lasted is not None:
             logger.warning(
@@ -510,6 +526,10 @@ class RedisRelay:
                 raise ConnectionError("no answer from Redis to a ping")
 
     def _received(self, channel: bytes, data: bytes) -> None:
+        if data[16:17] == b"p":
+            if self._on_presence is not None:
+                self._on_presence(data[17:])
+            return
         origin = self.origin
         if data[:16] == origin or len(data) < 17:
             return  # our own broadcast, already delivered here (or not ours to read)

@@ -26,8 +26,11 @@ from ._threads import HandlerThreads
 from .blueprints import Routes
 from .guards import Guard
 from .hub import Hub
+from .metrics import CONTENT_TYPE as METRICS_TYPE
+from .metrics import Metrics
 from .origins import OriginPolicy
 from .request_log import RequestLog, show_request_log
+from .responses import Response
 from .routing import RouteTable
 from .runners import Runner, check_runner
 from .sse import LiveStreams
@@ -113,6 +116,8 @@ class App(Routes):
         self.live_streams = LiveStreams()
         #: Groups of connections and broadcasts to them, in memory or across processes.
         self.hub = Hub.from_setting(hub)
+        #: Counters and gauges in Prometheus' text format (`enable_metrics` serves them).
+        self.metrics = Metrics(self.live_channels, self.live_streams, self.hub)
         self._limiters: dict[str, anyio.CapacityLimiter] = {}
         self._middleware: list[tuple[Callable[..., ASGIApp], dict[str, Any]]] = []
         self._stack: ASGIApp | None = None
@@ -198,6 +203,15 @@ class App(Routes):
         if event == "shutdown":
             return self.on_shutdown
         raise ValueError(f'on_event takes "startup" or "shutdown", not {event!r}')
+
+    def enable_metrics(self, path: str = "/metrics") -> None:
+        """Serve `app.metrics` at `path` (GET) in Prometheus' text format; see
+        `cello.metrics`. Anyone who can reach the path reads the numbers: serve it where
+        only the scraper can (or write the route yourself around `app.metrics.render()`)."""
+
+        @self.get(path)
+        def metrics() -> Response:
+            return Response(self.metrics.render(), media_type=METRICS_TYPE)
 
     def add_middleware(self, middleware: Callable[..., ASGIApp], **options: Any) -> None:
         """Wrap the app in ASGI middleware (`add_middleware(CORSMiddleware, allow_origins=...)`).

@@ -14,23 +14,44 @@ processes off, never this one's members.
 
 Slow members: each connection's outbox is bounded. A member `max_queue` messages behind is
 disconnected with close code 1008 ("client too slow") and the others go on; that is logged.
+
+Presence ("who is online"): `join(group, ws, member=...)` gives the connection a value
+(a nickname, a small dict: any JSON, at most `max_member_size` bytes) that
+`members(group)` lists and `count(group)` counts. The hub keeps a roster of every
+member it knows of; on Redis that is every process's (`_presence.py` keeps it in step),
+so both answer for the whole deployment, from memory: no round trip, never blocking, the
+same call on a thread, in a greenlet or in a coroutine. A connection that joins with
+`presence=True` is sent the group's member list, then each change, as JSON text
+(`{"presence": "members", "group": ..., "members": [...]}`, then
+`{"presence": "join" | "leave", "group": ..., "member": ...}`), queued like broadcasts, so
+they arrive in order with what the same thread sends. The list is read, and every change
+made and told, under one lock: the list plus the changes after it are always the group as
+it is, which a list the handler reads and sends itself cannot promise (a change may slip
+in between).
 """
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import json
 import logging
 import os
 import threading
+import time
+import uuid
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from starlette.types import Message
 
 from ._bridge import Channel, Queued, wake_writers
 from ._events import broadcast_event
+from ._presence import Record, member_json, owner_of
 from .websocket import AsyncWebSocket, WebSocket
 
 if TYPE_CHECKING:
+    from ._presence import RedisPresence
     from ._redis_relay import RedisRelay
 
 __all__ = ["HUB_URL_VARIABLE", "Hub"]
@@ -40,15 +61,40 @@ HUB_URL_VARIABLE: Final = "CELLO_HUB_URL"
 
 #: Messages a member may have queued before the hub disconnects it (1008).
 DEFAULT_MAX_QUEUE: Final = 1024
+#: The largest member value `join` accepts, in bytes of JSON.
+DEFAULT_MAX_MEMBER_SIZE: Final = 1024
 
 logger = logging.getLogger("cello.hub")
 
 _WAKE, _TOO_SLOW = Queued.WAKE, Queued.TOO_SLOW  # globals: read once per member reached
 
-Member = WebSocket | AsyncWebSocket
+Connection = WebSocket | AsyncWebSocket
 
 
-def _channel_of(ws: Member) -> Channel:
+class _Seat(NamedTuple):
+    """A connection's place in one group: its member id, and whether it watches the group."""
+
+    id: str
+    watching: bool
+
+
+class _Told:
+    """What queueing one event for many members left to do once the lock is released:
+    the writers to wake (all in one hop), and the members found too far behind."""
+
+    __slots__ = ("too_slow", "wake")
+
+    def __init__(self) -> None:
+        self.wake: list[Channel] = []
+        self.too_slow: list[tuple[str, Channel]] = []
+
+
+def _text_event(text: str) -> Message:
+    """A presence event: JSON text built by the hub, ASCII-only, so always encodable."""
+    return {"type": "websocket.send", "text": text}
+
+
+def _channel_of(ws: Connection) -> Channel:
     if not isinstance(ws, WebSocket | AsyncWebSocket):
         raise TypeError(f"expected a WebSocket, not {type(ws).__name__}")
     return ws._channel
@@ -73,6 +119,14 @@ class Hub:
             trying in the background.
         max_pending: Broadcasts held for the other processes while Redis is slow or
             unreachable; past it the oldest are dropped, counted and logged.
+        max_member_size: The largest member value `join` accepts, in bytes of JSON (every
+            process holds every member, so this bounds what one client can make them keep).
+        presence_interval: On Redis, seconds between this process's heartbeats, and
+            between its sweeps for members of processes that stopped beating.
+        presence_ttl: On Redis, seconds a heartbeat lasts. The members of a process that
+            dies without a clean shutdown (killed, its host lost) are removed within
+            `presence_ttl + presence_interval` seconds. At least twice the interval, so
+            one late heartbeat does not remove a live process's members.
     """
 
     def __init__(
@@ -83,24 +137,56 @@ class Hub:
         channel_prefix: str = "cello:hub:",
         connect_timeout: float = 5.0,
         max_pending: int = 100_000,
+        max_member_size: int = DEFAULT_MAX_MEMBER_SIZE,
+        presence_interval: float = 5.0,
+        presence_ttl: float = 15.0,
     ) -> None:
         if max_queue < 1:
             raise ValueError("max_queue must be at least 1")
+        if max_member_size < 4:
+            raise ValueError("max_member_size must be at least 4 (the size of `null`)")
+        if not presence_interval > 0:
+            raise ValueError("presence_interval must be positive")
+        if not presence_ttl >= 2 * presence_interval:
+            raise ValueError("presence_ttl must be at least twice presence_interval")
         self.url = url
         self.max_queue = max_queue
         self.connect_timeout = connect_timeout
+        self.max_member_size = max_member_size
+        self.presence_interval = presence_interval
+        self.presence_ttl = presence_ttl
         self._lock = threading.Lock()
-        #: group -> its members, replaced (never mutated) on join/leave so a broadcast can
-        #: read a group without the lock.
+        #: group -> its members here, replaced (never mutated) on join/leave so a broadcast
+        #: can read a group without the lock. Likewise the members watching each group.
         self._groups: dict[str, tuple[Channel, ...]] = {}
-        self._memberships: dict[Channel, set[str]] = {}
+        self._watchers: dict[str, tuple[Channel, ...]] = {}
+        self._memberships: dict[Channel, dict[str, _Seat]] = {}
+        #: The roster: group -> member id -> record, for every member the hub knows of
+        #: (this process's, and on Redis the others'). Changed under the lock only.
+        self._present: dict[str, dict[str, Record]] = {}
+        self._ids = itertools.count(1)
+        self._process = uuid.uuid4().hex
         self._relay: RedisRelay | None = None
+        self._presence: RedisPresence | None = None
         if url is not None:
+            from ._presence import RedisPresence
             from ._redis_relay import RedisRelay
 
-            self._relay = RedisRelay(
+            self._relay = relay = RedisRelay(
                 url, channel_prefix, self._deliver_relayed, max_pending=max_pending
             )
+            self._process = relay.origin.hex()
+            self._presence = presence = RedisPresence(
+                url,
+                relay.prefix,
+                relay.origin,
+                self._process,
+                self,
+                relay.client,
+                interval=presence_interval,
+                ttl=presence_ttl,
+            )
+            relay.set_presence(presence.received, presence.subscribed)
 
     @classmethod
     def from_setting(cls, hub: str | Hub | None) -> Hub:
@@ -117,51 +203,132 @@ class Hub:
         """`"memory"` or `"redis"`."""
         return "memory" if self._relay is None else "redis"
 
+    @property
+    def relay(self) -> RedisRelay | None:
+        """The Redis relay (its `subscribed`, `dropped` and `skipped` are what
+        `cello.metrics` reports), or `None` for the in-memory hub."""
+        return self._relay
+
     # ----------------------------------------------------------------- membership
 
-    def join(self, group: str, ws: Member) -> None:
+    def join(
+        self, group: str, ws: Connection, member: Any = None, *, presence: bool = False
+    ) -> None:
         """Add `ws` to `group` (joining twice does nothing). It leaves when it closes.
+
+        Args:
+            member: What `members(group)` lists for this connection: any JSON value (a
+                nickname, a small dict), at most `max_member_size` bytes as JSON.
+            presence: Also send this connection the group's member list now,
+                `{"presence": "members", "group": ..., "members": [...]}` (itself
+                included), then each other member's join and leave as it happens,
+                `{"presence": "join" | "leave", "group": ..., "member": ...}`: JSON text.
 
         Raises:
             ConnectionClosed: the connection is already closed.
+            TypeError: `member` is not JSON-serializable.
+            ValueError: `member` is larger than `max_member_size` (or holds NaN).
         """
         _check_group(group)
         channel = _channel_of(ws)
+        record = Record(time.time(), member_json(member, self.max_member_size))
         with self._lock:
             channel.check_open()
-            groups = self._memberships.setdefault(channel, set())
-            if group in groups:
+            seats = self._memberships.setdefault(channel, {})
+            if group in seats:
                 return
-            groups.add(group)
+            seat = seats[group] = _Seat(f"{self._process}.{next(self._ids)}", presence)
             self._groups[group] = (*self._groups.get(group, ()), channel)
+            if presence:
+                self._watchers[group] = (*self._watchers.get(group, ()), channel)
+            self._present.setdefault(group, {})[seat.id] = record
+            told = _Told()
+            self._tell(group, "join", record, told, skip=channel)
+            if presence:
+                listed = ",".join(r.member for r in self._listed(group))
+                text = f'{{"presence":"members","group":{json.dumps(group)},"members":[{listed}]}}'
+                self._queue(group, (channel,), _text_event(text), frozenset(), told)
+            if self._presence is not None:
+                self._presence.joined(group, seat.id, record)
+        self._finish(told)
 
-    def leave(self, group: str, ws: Member) -> None:
+    def leave(self, group: str, ws: Connection) -> None:
         """Remove `ws` from `group`; leaving a group one is not in does nothing."""
         _check_group(group)
         channel = _channel_of(ws)
         with self._lock:
-            groups = self._memberships.get(channel)
-            if groups is None or group not in groups:
+            seats = self._memberships.get(channel)
+            if seats is None or group not in seats:
                 return
-            groups.discard(group)
-            if not groups:
+            seat = seats.pop(group)
+            if not seats:
                 del self._memberships[channel]
-            self._remove(group, channel)
+            told = _Told()
+            self._remove(group, channel, seat, told)
+        self._finish(told)
 
     def forget(self, channel: Channel) -> None:
         """Remove a closed connection from all its groups (its connection task does this)."""
+        told = _Told()
         with self._lock:
-            for group in self._memberships.pop(channel, ()):
-                self._remove(group, channel)
+            for group, seat in self._memberships.pop(channel, {}).items():
+                self._remove(group, channel, seat, told)
+        self._finish(told)
 
-    def _remove(self, group: str, channel: Channel) -> None:
+    def _remove(self, group: str, channel: Channel, seat: _Seat, told: _Told) -> None:
+        """Take a member of this process out of `group` (under the lock)."""
         members = tuple(m for m in self._groups.get(group, ()) if m is not channel)
         if members:
             self._groups[group] = members
         else:
             self._groups.pop(group, None)
+        if seat.watching:
+            watchers = tuple(m for m in self._watchers.get(group, ()) if m is not channel)
+            if watchers:
+                self._watchers[group] = watchers
+            else:
+                self._watchers.pop(group, None)
+        record = self._unlist(group, seat.id)
+        if self._presence is not None:
+            self._presence.left(group, seat.id)
+        if record is not None:
+            self._tell(group, "leave", record, told)
+
+    def _unlist(self, group: str, member_id: str) -> Record | None:
+        """Remove a member from the roster (under the lock); its record, if it was there."""
+        present = self._present.get(group)
+        if present is None:
+            return None
+        record = present.pop(member_id, None)
+        if not present:
+            del self._present[group]
+        return record
+
+    def members(self, group: str) -> list[Any]:
+        """The member values of `group`'s members, in the order they joined.
+
+        On Redis, every process's members: answered from this process's roster, which
+        follows the others within the time a Redis message takes (a few ms). During a
+        Redis outage it shows this process's members as they are and the others' as last
+        known; nothing is raised.
+        Never blocks, so it may be called on the event loop too. Each call returns new
+        values: changing them changes nothing in the hub.
+        """
+        _check_group(group)
+        with self._lock:
+            records = self._listed(group)
+        return [json.loads(record.member) for record in records]
+
+    def _listed(self, group: str) -> list[Record]:
+        """The group's members in the order they joined (under the lock)."""
+        present = self._present.get(group, {})
+        return [present[i] for i in sorted(present, key=lambda i: (present[i].joined_at, i))]
 
     def count(self, group: str) -> int:
+        """How many connections are in `group`: in every process on Redis (as `members`)."""
+        return len(self._present.get(group, ()))
+
+    def local_count(self, group: str) -> int:
         """How many connections of this process are in `group`."""
         return len(self._groups.get(group, ()))
 
@@ -169,13 +336,78 @@ class Hub:
         """The groups with at least one member in this process."""
         return list(self._groups)
 
+    # ----------------------------------------------------------------- presence
+
+    def _tell(
+        self, group: str, change: str, record: Record, told: _Told, skip: Channel | None = None
+    ) -> None:
+        """Queue a join or leave for the group's watchers but `skip` (under the lock, so
+        they learn of changes in the order the roster made them)."""
+        watchers = self._watchers.get(group)
+        if not watchers:
+            return
+        text = f'{{"presence":"{change}","group":{json.dumps(group)},"member":{record.member}}}'
+        excluded = frozenset() if skip is None else frozenset((skip,))
+        self._queue(group, watchers, _text_event(text), excluded, told)
+
+    def local_presence(self) -> list[tuple[str, str, Record]]:
+        """This process's members, `(group, member id, record)` (for `_presence.py`)."""
+        with self._lock:
+            return [
+                (group, seat.id, self._present[group][seat.id])
+                for seats in self._memberships.values()
+                for group, seat in seats.items()
+            ]
+
+    def remote_changed(self, group: str, member_id: str, record: Record | None) -> None:
+        """Another process's member joined or left (from `_presence.py`, on the loop)."""
+        with self._lock:
+            told = _Told()
+            if record is None:
+                old = self._unlist(group, member_id)
+                if old is not None:
+                    self._tell(group, "leave", old, told)
+            else:
+                present = self._present.setdefault(group, {})
+                if member_id in present:
+                    return
+                present[member_id] = record
+                self._tell(group, "join", record, told)
+        self._finish(told)
+
+    def remote_replaced(self, records: dict[tuple[str, str], Record]) -> None:
+        """The other processes' members are now `records` (a roster loaded from Redis):
+        what differs from the roster is changed, and the watchers told."""
+        told = _Told()
+        with self._lock:
+            for group, present in list(self._present.items()):
+                for member_id, record in list(present.items()):
+                    if owner_of(member_id) == self._process:
+                        continue
+                    if records.get((group, member_id)) != record:
+                        self._unlist(group, member_id)
+                        self._tell(group, "leave", record, told)
+            for (group, member_id), record in records.items():
+                present = self._present.setdefault(group, {})
+                if member_id not in present:
+                    present[member_id] = record
+                    self._tell(group, "join", record, told)
+        self._finish(told)
+
+    def _forget_remote(self) -> None:
+        """Drop the other processes' members from the roster (stopped: no longer followed)."""
+        with self._lock:
+            for group, present in list(self._present.items()):
+                for member_id in [m for m in present if owner_of(m) != self._process]:
+                    self._unlist(group, member_id)
+
     # ----------------------------------------------------------------- broadcasting
 
     def broadcast(
         self,
         group: str,
         message: str | bytes | dict[str, Any] | list[Any],
-        exclude: Member | Iterable[Member] | None = None,
+        exclude: Connection | Iterable[Connection] | None = None,
     ) -> None:
         """Send `message` to every member of `group`, in every process sharing the hub.
 
@@ -202,7 +434,7 @@ class Hub:
         self,
         group: str,
         message: str | bytes | dict[str, Any] | list[Any],
-        exclude: Member | Iterable[Member] | None = None,
+        exclude: Connection | Iterable[Connection] | None = None,
     ) -> None:
         """`broadcast` for `async def` handlers (it never blocks, so this only calls it)."""
         self.broadcast(group, message, exclude)
@@ -212,22 +444,41 @@ class Hub:
         members = self._groups.get(group)
         if not members:
             return
+        told = _Told()
+        self._queue(group, members, event, excluded, told)
+        self._finish(told)
+
+    def _queue(
+        self,
+        group: str,
+        channels: tuple[Channel, ...],
+        event: Message,
+        excluded: frozenset[Channel],
+        told: _Told,
+    ) -> None:
+        """Queue `event` for `channels` but `excluded`, noting what is left to do in `told`."""
         limit = self.max_queue
-        to_wake: list[Channel] = []
-        for channel in members:
+        wake = told.wake
+        for channel in channels:
             if channel in excluded:
                 continue
             outcome = channel.enqueue(event, limit)
             if outcome is _WAKE:
-                to_wake.append(channel)
+                wake.append(channel)
             elif outcome is _TOO_SLOW:
-                logger.warning(
-                    "Disconnected a member of group %r with 1008: %d messages behind",
-                    group,
-                    limit,
-                )
-                self.forget(channel)
-        wake_writers(to_wake)
+                told.too_slow.append((group, channel))
+
+    def _finish(self, told: _Told) -> None:
+        """Wake the writers in one hop; disconnect the members too far behind (outside the
+        lock: leaving takes it)."""
+        for group, channel in told.too_slow:
+            logger.warning(
+                "Disconnected a member of group %r with 1008: %d messages behind",
+                group,
+                self.max_queue,
+            )
+            self.forget(channel)
+        wake_writers(told.wake)
 
     def _deliver_relayed(self, group: str, event: Message) -> None:
         """A broadcast from another process, on the event loop."""
@@ -236,14 +487,34 @@ class Hub:
     # ----------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
-        """Connect the relay, if any (the app's lifespan does this)."""
-        if self._relay is not None:
-            await self._relay.start(self.connect_timeout)
+        """Connect the relay and the presence, if on Redis (the app's lifespan does this).
+
+        Waits up to `connect_timeout` s in all for the subscription, this process's
+        registration and the first load of the roster; what is not done by then is
+        logged and goes on in the background.
+        """
+        if self._relay is None or self._presence is None:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.connect_timeout
+        await self._presence.start()  # first: the subscription asks it to load the roster
+        await self._relay.start(self.connect_timeout)
+        ready = await self._presence.wait_ready(deadline - loop.time())
+        if not ready and self._relay.subscribed:
+            logger.error(
+                "Hub: who is online could not be loaded from Redis within %.0f s; retrying "
+                "in the background",
+                self.connect_timeout,
+            )
 
     async def stop(self) -> None:
-        """Stop the relay: send what is pending, end its tasks, close its connections."""
-        if self._relay is not None:
-            await self._relay.stop()
+        """Stop the relay and the presence: this process's members leave at once (their
+        leave events go out), pending broadcasts are sent, tasks end, connections close."""
+        if self._relay is None or self._presence is None:
+            return
+        await self._presence.stop()
+        await self._relay.stop()
+        self._forget_remote()
 
     @property
     def connected(self) -> bool:
@@ -253,8 +524,11 @@ class Hub:
 
     @property
     def running(self) -> bool:
-        """Whether the relay (if any) is running; always true for the in-memory hub."""
-        return self._relay is None or self._relay.running
+        """Whether the relay and the presence (if on Redis) are running; always true for
+        the in-memory hub."""
+        return self._relay is None or (
+            self._relay.running and self._presence is not None and self._presence.running
+        )
 
 
 def _check_group(group: str) -> None:
@@ -262,7 +536,7 @@ def _check_group(group: str) -> None:
         raise TypeError("a group name is a non-empty str")
 
 
-def _excluded(exclude: Member | Iterable[Member] | None) -> frozenset[Channel]:
+def _excluded(exclude: Connection | Iterable[Connection] | None) -> frozenset[Channel]:
     if exclude is None:
         return frozenset()
     if isinstance(exclude, WebSocket | AsyncWebSocket):
