@@ -590,3 +590,39 @@ def test_a_subscriber_that_ends_unexpectedly_is_logged_and_reported(
     with caplog.at_level(logging.WARNING, logger="cello.hub"):
         left = asyncio.run(scenario())
     assert_ended_unexpectedly(caplog, left, "subscriber")
+
+
+def test_metrics_report_the_relays_connection_and_outages(redis: RedisServer) -> None:
+    from test_metrics import parse
+
+    app = App(hub=Hub(redis.url, connect_timeout=WAIT))
+
+    async def until(condition: Callable[[], bool]) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WAIT
+        while not condition():
+            assert loop.time() < deadline, "timed out"
+            await asyncio.sleep(0.02)
+
+    async def scenario() -> list[dict[str, float]]:
+        scrapes = []
+        await app.startup()
+        try:
+            await until(lambda: app.hub.connected)
+            scrapes.append(parse(app.metrics.render()))
+            redis.stop()
+            await until(lambda: not app.hub.connected)
+            scrapes.append(parse(app.metrics.render()))
+            redis.start()
+            await until(lambda: app.hub.connected)
+            scrapes.append(parse(app.metrics.render()))
+        finally:
+            await app.shutdown()
+        return scrapes
+
+    up, down, back = asyncio.run(scenario())
+    assert (up["cello_hub_relay_connected"], up["cello_hub_relay_outages_total"]) == (1, 0)
+    assert down["cello_hub_relay_connected"] == 0
+    assert down["cello_hub_relay_outages_total"] >= 1
+    assert back["cello_hub_relay_connected"] == 1
+    assert up["cello_hub_relay_dropped_total"] == back["cello_hub_relay_dropped_total"] == 0

@@ -146,6 +146,8 @@ class RedisRelay:
         self.dropped = 0
         #: Messages from other processes whose delivery here raised (skipped), since start.
         self.skipped = 0
+        #: Times the publisher or the subscriber lost Redis, since start (on the loop).
+        self.outages = 0
         self._stopped = False
         self._publisher_ended = False
         self._warned_after_stop = False
@@ -386,7 +388,9 @@ class RedisRelay:
                 if client is not None:
                     await _close(client)
                 unexpected = not isinstance(exc, RedisError | OSError)
-                if outage.begin() or unexpected:
+                began = outage.begin()
+                self.outages += began
+                if began or unexpected:
                     # A failure that is not Redis's is logged every time, with its traceback.
                     logger.warning(
                         "Hub: cannot reach Redis at %s (%s); holding up to %d broadcasts",
@@ -437,6 +441,7 @@ class RedisRelay:
             except (RedisError, OSError) as exc:
                 self._subscribed.clear()
                 if self._subscriber_outage.begin():
+                    self.outages += 1
                     logger.warning(
                         "Hub: lost the subscription on %s (%s); reconnecting",
                         redacted(self.url),
@@ -448,7 +453,7 @@ class RedisRelay:
                 # connection may be left mid-reply, so it is not reused: the subscription
                 # starts over, as after an outage. Logged every time, with its traceback.
                 self._subscribed.clear()
-                self._subscriber_outage.begin()
+                self.outages += self._subscriber_outage.begin()
                 logger.exception(
                     "Hub: the subscription on %s failed; subscribing again", redacted(self.url)
                 )

@@ -8,7 +8,8 @@ Prometheus to scrape, and `app.metrics.render()` gives the text to serve some ot
 The metrics (each with its `# HELP` line; docs/deployment.md has the table): open
 connections, connections accepted, closes by code, connections dropped as too slow,
 messages received and sent, messages queued, HTTP responses by status, open SSE streams,
-hub groups, and with a Redis hub, whether the relay is connected and what it dropped.
+hub groups, and with a Redis hub, whether the relay is connected, its outages and what
+it dropped.
 
 How it is counted, and what it costs: a connection counts its own messages in two plain
 ints written only on the event loop's thread; when it ends, its counts are added to the
@@ -148,6 +149,11 @@ class Metrics:
                 "cello_hub_relay_dropped_total",
                 "Broadcasts not relayed to other processes.",
                 relay.dropped,
+            )
+            add.counter(
+                "cello_hub_relay_outages_total",
+                "Times the relay lost Redis (publishing or subscribed).",
+                relay.outages,
             )
             add.counter(
                 "cello_hub_relay_skipped_total",
