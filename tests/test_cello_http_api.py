@@ -796,3 +796,21 @@ def test_the_websocket_upgrade_request_has_the_same_api() -> None:
             "content_length": None,
             "context": {},
         }
+
+
+def test_the_requests_mappings_can_be_returned_as_json() -> None:
+    """Cello's docs treat headers, query and cookies as dicts: returning them works."""
+
+    def handler(request: Request) -> dict[str, object]:
+        return {"headers": request.headers, "query": request.query, "cookies": request.cookies}
+
+    answer = call(
+        serve(handler),
+        url="/?tag=a&tag=b&q=x",
+        headers={"X-Trace": "t1", "Cookie": "session=abc"},
+    ).json()
+    assert answer["headers"]["x-trace"] == "t1"
+    assert answer["query"] == {"tag": "b", "q": "x"}  # as request.query["tag"] gives
+    assert answer["cookies"] == {"session": "abc"}
+    with pytest.raises(TypeError, match="set is not JSON serializable"):
+        Response.json({"tags": {"a"}})

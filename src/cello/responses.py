@@ -13,6 +13,7 @@ front of the Starlette class that renders it (`class _JSON(Response, JSONRespons
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
@@ -243,7 +244,27 @@ _HEADER_BREAK = re.compile(r"[\r\n\0]")
 
 
 class _JSON(Response, starlette_responses.JSONResponse):
-    pass
+    """JSON as Starlette renders it, plus the request's own mappings: `request.headers`,
+    `request.query`, `request.cookies` (which Cello's docs treat as dicts) become objects,
+    so `{"headers": request.headers}` is an answer, not a 500."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(
+            content,
+            ensure_ascii=False,
+            allow_nan=False,
+            indent=None,
+            separators=(",", ":"),
+            default=_mapping_as_dict,
+        ).encode("utf-8")
+
+
+def _mapping_as_dict(value: Any) -> Any:
+    """`json.dumps`' fallback: a read-only mapping (Starlette's `Headers`, `QueryParams`)
+    as a dict; a name given more than once gets the value `mapping[name]` gives."""
+    if isinstance(value, Mapping):
+        return {str(key): value[key] for key in value}
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 class _Text(Response, starlette_responses.PlainTextResponse):
