@@ -206,6 +206,12 @@ class Channel:
         """Whether the connection is accepted and neither side has closed it."""
         return self.state is _OPEN
 
+    @property
+    def lost_before_handshake(self) -> bool:
+        """Whether the client vanished before the app could accept or refuse it, so that
+        nothing was sent for the handshake (the accept or denial found it gone)."""
+        return self.state is _LOST and not self.accepted
+
     def queued(self) -> int:
         """Messages waiting now: for the client to take them, or for the handler to read."""
         inbox = self._inbox

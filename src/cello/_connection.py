@@ -33,7 +33,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import Message, Receive, Scope, Send
 
 from ._bridge import Channel
-from ._events import accept_event, refusal
+from ._events import accept_event, close_event, refusal
 from ._greenlets import HandlerGreenlets, await_, run_in_greenlet
 from ._threads import HandlerThreads
 from .errors import ConnectionClosed
@@ -230,6 +230,12 @@ async def serve_websocket(app: WebSocketHost, scope: Scope, receive: Receive, se
         app.live_channels.discard(channel)
         app.hub.forget(channel)
         app.metrics.connection_ended(channel)
+    if channel.lost_before_handshake:
+        # Answer the handshake anyway: uvicorn's legacy `websockets` backend logs "ASGI
+        # callable returned without sending handshake" at ERROR for an app that returns
+        # having sent nothing; the other backends refuse this send (the client is gone).
+        with contextlib.suppress(Exception):
+            await send(close_event(1000, ""))
 
 
 def _runner_of(app: WebSocketHost, endpoint: WebSocketEndpoint) -> Runner:
