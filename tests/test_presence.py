@@ -468,3 +468,35 @@ def test_a_process_taken_for_dead_writes_its_members_back(redis: RedisServer) ->
         assert next_event(bob) == {"presence": "join", "group": "room", "member": "alice"}
         assert app_b.hub.members("room") == ["alice", "bob"]
         assert app_a.hub.members("room") == ["alice", "bob"]  # a's own never left it
+
+
+def test_stop_ends_the_presence_task_even_if_redis_turns_its_cancel_into_an_error(
+    redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Redis call cancelled by `stop()` may raise a connection error instead of letting
+    the cancel through (seen as a shutdown that never ended, about one run in fifty); the
+    task must end anyway, not take it for an outage and retry forever."""
+    import asyncio
+
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from cello._presence import RedisPresence
+
+    in_round = asyncio.Event()
+
+    async def swallowing_round(self: RedisPresence, work: Any, now: float) -> None:
+        in_round.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            raise RedisConnectionError("connection closed by the cancel") from None
+
+    monkeypatch.setattr(RedisPresence, "_round", swallowing_round)
+    app = App(hub=Hub(redis.url, presence_interval=0.05, presence_ttl=30))
+
+    async def scenario() -> None:
+        await app.startup()
+        await asyncio.wait_for(in_round.wait(), 5)
+        await asyncio.wait_for(app.shutdown(), 5)  # hung here before the fix
+
+    asyncio.run(scenario())

@@ -430,11 +430,15 @@ class RedisPresence:
     async def _run(self, mailbox: Mailbox[Any]) -> None:
         """Write joins and leaves, heartbeat, sweep, reload the roster; survive anything."""
         loop = asyncio.get_running_loop()
+        this = asyncio.current_task()
+        assert this is not None
         client: Any = None
         outage = Outage()
         work = _Work(next_tick=loop.time(), sweep_from=loop.time())
         try:
             while True:
+                if this.cancelling():  # see the `except` below
+                    raise asyncio.CancelledError
                 # Reconnecting (after the backoff) and pending work do not wait for the tick.
                 urgent = client is None or work.dirty or work.resync or bool(work.ops)
                 for item in await _collect(mailbox, 0 if urgent else work.next_tick - loop.time()):
@@ -464,6 +468,10 @@ class RedisPresence:
                                 work.sweep_from = loop.time() + self.ttl
                         await self._round(work, loop.time())
                 except Exception as exc:
+                    # `stop()` cancels this task; a Redis call that turns that cancel into
+                    # an error of its own must not make the task run on forever.
+                    if this.cancelling():
+                        raise asyncio.CancelledError from exc
                     # An outage, or something that is not Redis's (a bug, an unexpected reply):
                     # either way the connection is dropped, Redis is rewritten from this
                     # process's members once it answers again, and the roster reloaded.

@@ -419,6 +419,8 @@ class RedisRelay:
         """Subscribe, deliver, and on any failure reconnect with backoff, forever."""
         assert self._subscribed is not None
         loop = asyncio.get_running_loop()
+        this = asyncio.current_task()
+        assert this is not None
         while True:
             client = pubsub = None
             try:
@@ -439,6 +441,8 @@ class RedisRelay:
                     if error is not None:
                         raise error
             except (RedisError, OSError) as exc:
+                if this.cancelling():  # `stop()`'s cancel, turned into an error by redis-py
+                    raise asyncio.CancelledError from exc
                 self._subscribed.clear()
                 if self._subscriber_outage.begin():
                     self.outages += 1
@@ -447,7 +451,9 @@ class RedisRelay:
                         redacted(self.url),
                         exc,
                     )
-            except Exception:
+            except Exception as exc:
+                if this.cancelling():
+                    raise asyncio.CancelledError from exc
                 # Not an outage: a bug or an unexpected value from redis-py (one message's
                 # delivery failing is dealt with in `_read` and never gets here). The
                 # connection may be left mid-reply, so it is not reused: the subscription
