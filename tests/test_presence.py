@@ -379,6 +379,8 @@ def test_an_outage_raises_nothing_into_handlers_and_presence_comes_back(
         redis.start()  # empty: it kept nothing
         for hub in (app_a.hub, app_b.hub):
             until(functools.partial(back, hub), "presence did not come back")
+        # b writes bob back on its own next round; a sees it when the change arrives.
+        until(lambda: app_a.hub.members("room") == ["alice", "bob"], "bob not back in a")
         carol.send("members")  # every handler is still there to answer
         assert json.loads(carol.recv(WAIT))["members"] == ["alice", "bob"]
     assert "presence on" in caplog.text
