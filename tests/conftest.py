@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cello.runners import RUNNER_VARIABLE, RUNNERS
+from redis_server import RedisServer
 from servers import WS_BACKENDS
 
 
@@ -30,3 +32,14 @@ def websocket_runner(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyP
     runner: str = request.param
     monkeypatch.setenv(RUNNER_VARIABLE, runner)
     return runner
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of its own on a free port, stopped after the test."""
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

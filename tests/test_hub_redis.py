@@ -12,7 +12,7 @@ import json
 import logging
 import signal
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +32,6 @@ pytestmark = pytest.mark.usefixtures("websocket_runner")
 MESSAGES = 2000
 WAIT = 20
 UVICORN = ("--ws", "websockets-sansio", "--log-level", "warning")
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

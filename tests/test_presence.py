@@ -198,16 +198,6 @@ def test_presence_timing_is_checked() -> None:
 
 
 @pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
 def hub_url(redis: RedisServer, monkeypatch: pytest.MonkeyPatch) -> str:
     """The Redis URL, also set as `CELLO_HUB_URL` for the servers the test starts."""
     monkeypatch.setenv("CELLO_HUB_URL", redis.url)

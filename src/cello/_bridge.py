@@ -538,9 +538,10 @@ class Channel:
                 logger.exception("Sending %s failed", event["type"])
                 self._transition(_LOST, ABNORMAL_CLOSURE)
                 return
-            if event["type"] == "websocket.send":
+            kind = event["type"]
+            if kind == "websocket.send":
                 self.messages_out += 1
-            elif event["type"] in _FINAL_TYPES and ends_connection(event):
+            elif kind in _FINAL_TYPES and ends_connection(event):
                 self._transition(_CLOSED)
                 return
 
