@@ -235,3 +235,53 @@ def read_frame(sock: socket.socket) -> tuple[int, bytes]:
     elif size == 127:
         size = struct.unpack("!Q", exactly(8))[0]
     return first & 0x0F, exactly(size)
+
+
+class BufferedClient:
+    """A WebSocket client as an ASGI server hands it to the app, with every message it sent
+    already read off the socket: `receive` returns them without waiting (as a server's
+    does from its buffer), then waits for `leave`; `send` writes without waiting."""
+
+    def __init__(self, path: str, texts: list[str]) -> None:
+        self.scope = {
+            "type": "websocket",
+            "asgi": {"version": "3.0"},
+            "scheme": "ws",
+            "path": path,
+            "raw_path": path.encode(),
+            "root_path": "",
+            "query_string": b"",
+            "headers": [(b"host", b"test")],
+            "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", 80),
+            "subprotocols": [],
+        }
+        self.incoming = [{"type": "websocket.connect"}]
+        self.incoming += [{"type": "websocket.receive", "text": t} for t in texts]
+        self.leave = asyncio.Event()
+        self.sent: list[dict[str, Any]] = []
+        self._sent_more = asyncio.Condition()
+
+    async def receive(self) -> dict[str, Any]:
+        if self.incoming:
+            return self.incoming.pop(0)
+        await self.leave.wait()
+        return {"type": "websocket.disconnect", "code": 1000}
+
+    async def send(self, event: dict[str, Any]) -> None:
+        self.sent.append(event)
+        async with self._sent_more:  # free unless a test waits: taken without waiting
+            self._sent_more.notify_all()
+
+    async def wait_for_texts(self, count: int) -> None:
+        """Wait until the app has sent `count` messages, or closed."""
+        async with self._sent_more:
+            await self._sent_more.wait_for(
+                lambda: (
+                    len(self.texts()) >= count
+                    or any(e["type"] == "websocket.close" for e in self.sent)
+                )
+            )
+
+    def texts(self) -> list[object]:
+        return [e.get("text") for e in self.sent if e["type"] == "websocket.send"]

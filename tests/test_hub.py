@@ -6,6 +6,7 @@ where a client that never reads really stops the socket.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import queue
@@ -18,7 +19,7 @@ from websockets.sync.client import connect
 from cello import App, AsyncWebSocket, ConnectionClosed, WebSocket
 from cello.hub import Hub
 from cello.testing import TestClient, WebSocketDisconnect
-from servers import ThreadServer, raw_upgrade
+from servers import BufferedClient, ThreadServer, raw_upgrade
 
 pytestmark = pytest.mark.usefixtures("websocket_runner")
 
@@ -322,3 +323,52 @@ def test_the_handler_of_a_member_the_hub_drops_gets_connection_closed() -> None:
             assert outcome.get(timeout=WAIT) == 1008
         finally:
             sock.close()
+
+
+@pytest.mark.parametrize("handler", ["greenlet", "async"])
+def test_a_loop_handler_broadcasting_its_clients_backlog_lets_members_keep_up(
+    handler: str,
+) -> None:
+    """A greenlet or async handler relaying what its client already sent never waits
+    (each `recv` returns at once), so the members' writers, on the same loop, could not
+    run: they fell `max_queue` behind and were dropped as too slow (1008). The hub lets
+    the loop run once some member gets behind."""
+    app = App(hub=Hub(max_queue=100))
+    total = 1000
+
+    @app.websocket("/member", runner="greenlet")
+    def member(ws: WebSocket) -> None:
+        app.hub.join("room", ws)
+        ws.send_text("joined")
+        for _ in ws:
+            pass
+
+    if handler == "greenlet":
+
+        @app.websocket("/publish", runner="greenlet")
+        def publish(ws: WebSocket) -> None:
+            for msg in ws:
+                app.hub.broadcast("room", msg.text or "")
+
+    else:
+
+        @app.websocket("/publish")
+        async def apublish(ws: AsyncWebSocket) -> None:
+            async for msg in ws:
+                await app.hub.abroadcast("room", msg.text or "")
+
+    async def scenario() -> None:
+        reader = BufferedClient("/member", [])
+        reading = asyncio.create_task(app(reader.scope, reader.receive, reader.send))
+        await reader.wait_for_texts(1)  # joined
+        publisher = BufferedClient("/publish", [str(i) for i in range(total)])
+        publisher.leave.set()
+        await app(publisher.scope, publisher.receive, publisher.send)
+        reader.leave.set()
+        await reading
+        assert reader.texts() == ["joined", *(str(i) for i in range(total))]
+        assert [e["type"] for e in reader.sent if e["type"] != "websocket.send"] == [
+            "websocket.accept"  # and no close: the client left first
+        ]
+
+    asyncio.run(asyncio.wait_for(scenario(), WAIT))

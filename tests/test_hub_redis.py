@@ -25,7 +25,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from cello import App, Hub, Request, WebSocket, _redis_relay
 from redis_server import RedisServer
-from servers import ThreadServer, subprocess_server
+from servers import BufferedClient, ThreadServer, subprocess_server
 
 pytestmark = pytest.mark.usefixtures("websocket_runner")
 
@@ -616,3 +616,39 @@ def test_metrics_report_the_relays_connection_and_outages(redis: RedisServer) ->
     assert down["cello_hub_relay_outages_total"] >= 1
     assert back["cello_hub_relay_connected"] == 1
     assert up["cello_hub_relay_dropped_total"] == back["cello_hub_relay_dropped_total"] == 0
+
+
+def test_a_burst_from_another_process_reaches_every_member(redis: RedisServer) -> None:
+    """Another process's broadcasts arrive in bursts that redis-py returns from its buffer
+    without waiting: delivered back to back, they drove members past `max_queue` before
+    their writers (on the same loop) could run, and the members were dropped as too slow.
+    The relay lets the loop run once a member gets behind."""
+    app = App(hub=Hub(redis.url, max_queue=100, connect_timeout=WAIT))
+    other_process = Hub(redis.url, connect_timeout=WAIT)
+    total = 2000
+
+    @app.websocket("/member", runner="greenlet")
+    def member(ws: WebSocket) -> None:
+        app.hub.join("room", ws)
+        ws.send_text("joined")
+        for _ in ws:
+            pass
+
+    async def scenario() -> None:
+        await app.startup()
+        await other_process.start()
+        reader = BufferedClient("/member", [])
+        reading = asyncio.create_task(app(reader.scope, reader.receive, reader.send))
+        try:
+            await reader.wait_for_texts(1)  # joined
+            for i in range(total):  # one burst: the publisher sends what queued at once
+                other_process.broadcast("room", str(i))
+            await reader.wait_for_texts(1 + total)
+            assert reader.texts() == ["joined", *(str(i) for i in range(total))]
+        finally:
+            reader.leave.set()
+            await reading
+            await other_process.stop()
+            await app.shutdown()
+
+    asyncio.run(asyncio.wait_for(scenario(), WAIT * 3))

@@ -116,6 +116,7 @@ class Queued(enum.Enum):
 
     WAKE = "queued; the writer is idle and must be woken"
     QUEUED = "queued; the writer is busy and will send it"
+    BEHIND = "queued; the writer is busy and the connection is far behind (`enqueue` only)"
     DIRECT = "not queued: nothing is ahead of it, the caller on the loop sends it itself"
     TOO_SLOW = "not queued: the connection was too far behind and is now closing (1008)"
     CLOSED = "not queued: the connection is closed (or the transition is not allowed)"
@@ -126,7 +127,7 @@ class Queued(enum.Enum):
 _CONNECTING, _OPEN, _CLOSING, _DENIED = State.CONNECTING, State.OPEN, State.CLOSING, State.DENIED
 _CLOSED, _CLOSED_BY_PEER, _LOST = State.CLOSED, State.CLOSED_BY_PEER, State.LOST
 _WAKE, _QUEUED, _DIRECT, _TOO_SLOW = Queued.WAKE, Queued.QUEUED, Queued.DIRECT, Queued.TOO_SLOW
-_REFUSED = Queued.CLOSED
+_BEHIND, _REFUSED = Queued.BEHIND, Queued.CLOSED
 #: The event types after which the writer may have to stop (see `ends_connection`).
 _FINAL_TYPES: Final = frozenset({"websocket.close", "websocket.http.response.body"})
 
@@ -490,8 +491,15 @@ class Channel:
         broadcast costs one hop to the loop however many members it reaches. A connection
         already `limit` events behind is not waited for: its backlog is dropped and it is
         closed with 1008, so one slow member never holds up the others.
+
+        `BEHIND` is `QUEUED` for a connection more than `OUTBOX_LIMIT` events behind: a
+        caller on the loop's thread should let the loop run (its writers cannot drain
+        while it runs), or it drives members it is not waiting for past `limit` itself.
         """
-        return self._queue((event,), limit=limit)[0]
+        outcome, size = self._queue((event,), limit=limit)
+        if outcome is _QUEUED and size > OUTBOX_LIMIT:
+            return _BEHIND
+        return outcome
 
     def _wake_writer(self) -> None:
         """On the loop: start the writer, or wake it from its idle wait."""

@@ -115,7 +115,7 @@ class RedisRelay:
         url: `redis://`, `rediss://` or `unix://` URL.
         prefix: Prefix of the pub/sub channel names.
         deliver: Called on the event loop with `(group, event)` for each message from
-            another process.
+            another process; returns whether some member is getting behind.
         max_pending: Broadcasts kept while Redis is slow or unreachable; past it the
             oldest are dropped, counted and logged.
     """
@@ -124,7 +124,7 @@ class RedisRelay:
         self,
         url: str,
         prefix: str,
-        deliver: Callable[[str, Message], None],
+        deliver: Callable[[str, Message], bool],
         *,
         max_pending: int = 100_000,
     ) -> None:
@@ -502,7 +502,11 @@ class RedisRelay:
             try:
                 kind = message["type"]
                 if kind == "pmessage":
-                    received(message["channel"], message["data"])
+                    if received(message["channel"], message["data"]):
+                        # Some member here is getting behind: let the writers run before
+                        # the next message (redis-py returns what it has buffered without
+                        # waiting, so a burst would otherwise be queued all at once).
+                        await asyncio.sleep(0)
                 elif kind == "psubscribe":
                     self._on_subscribed()
             except Exception:
@@ -536,16 +540,17 @@ class RedisRelay:
             if loop.time() - heard[0] >= 2 * IDLE_PING:
                 raise ConnectionError("no answer from Redis to a ping")
 
-    def _received(self, channel: bytes, data: bytes) -> None:
+    def _received(self, channel: bytes, data: bytes) -> bool:
+        """Deliver one message from Redis; whether some member is getting behind."""
         if data[16:17] == b"p":
             if self._on_presence is not None:
                 self._on_presence(data[17:])
-            return
+            return False
         origin = self.origin
         if data[:16] == origin or len(data) < 17:
-            return  # our own broadcast, already delivered here (or not ours to read)
+            return False  # our own broadcast, already delivered here (or not ours to read)
         group = channel[len(self.prefix) :].decode(errors="replace")
-        self._deliver(group, relayed_event(data[16:17], data[17:]))
+        return self._deliver(group, relayed_event(data[16:17], data[17:]))
 
 
 async def _close(connection: Any) -> None:

@@ -47,6 +47,7 @@ from starlette.types import Message
 
 from ._bridge import Channel, Queued, wake_writers
 from ._events import broadcast_event
+from ._greenlets import await_, current_handler
 from ._presence import Record, member_json, owner_of
 from .websocket import AsyncWebSocket, WebSocket
 
@@ -66,7 +67,8 @@ DEFAULT_MAX_MEMBER_SIZE: Final = 1024
 
 logger = logging.getLogger("cello.hub")
 
-_WAKE, _TOO_SLOW = Queued.WAKE, Queued.TOO_SLOW  # globals: read once per member reached
+# Globals: read once per member reached.
+_WAKE, _BEHIND, _TOO_SLOW = Queued.WAKE, Queued.BEHIND, Queued.TOO_SLOW
 
 Connection = WebSocket | AsyncWebSocket
 
@@ -80,13 +82,15 @@ class _Seat(NamedTuple):
 
 class _Told:
     """What queueing one event for many members left to do once the lock is released:
-    the writers to wake (all in one hop), and the members found too far behind."""
+    the writers to wake (all in one hop), the members found too far behind, and whether
+    some member is getting behind (then a caller on the loop lets it run)."""
 
-    __slots__ = ("too_slow", "wake")
+    __slots__ = ("behind", "too_slow", "wake")
 
     def __init__(self) -> None:
         self.wake: list[Channel] = []
         self.too_slow: list[tuple[str, Channel]] = []
+        self.behind = False
 
 
 def _text_event(text: str) -> Message:
@@ -415,7 +419,9 @@ class Hub:
         `exclude` (a connection or several, typically the sender) is skipped in this
         process. Returns once the message is queued for this process's members and handed
         to the relay; it never waits for a member, so it is safe on the event loop too.
-        Messages one thread broadcasts reach each member in the order broadcast.
+        Messages one thread broadcasts reach each member in the order broadcast. (An
+        `async def` handler broadcasting in a loop should `await abroadcast(...)`, which
+        lets the members' writers run when they fall behind; `broadcast` cannot.)
 
         Raises:
             ValueError: `message` is text that is not valid Unicode (a lone surrogate, as
@@ -423,12 +429,12 @@ class Hub:
                 is affected.
             TypeError: `message` is of another type.
         """
-        _check_group(group)
-        event = broadcast_event(message)
-        excluded = _excluded(exclude)
-        self._deliver(group, event, excluded)
-        if self._relay is not None:
-            self._relay.publish(group, event)
+        if self._broadcast(group, message, exclude) and current_handler() is not None:
+            # A greenlet handler runs on the loop's thread: while it runs, no writer can
+            # send. Looping over messages its client already sent (`recv` then returns
+            # without waiting) it would queue broadcasts until members were dropped as too
+            # slow; one round of the loop lets every writer that can send catch up.
+            await_(asyncio.sleep(0))
 
     async def abroadcast(
         self,
@@ -436,17 +442,39 @@ class Hub:
         message: str | bytes | dict[str, Any] | list[Any],
         exclude: Connection | Iterable[Connection] | None = None,
     ) -> None:
-        """`broadcast` for `async def` handlers (it never blocks, so this only calls it)."""
-        self.broadcast(group, message, exclude)
+        """`broadcast` for `async def` handlers.
 
-    def _deliver(self, group: str, event: Message, excluded: frozenset[Channel]) -> None:
-        """Queue `event` for this process's members of `group`, waking writers in one hop."""
+        It never waits for a member either; but when some member is getting behind, it
+        lets the loop run once, so the writers can catch up with a handler that
+        broadcasts in a loop without ever waiting (its client's messages already read).
+        """
+        if self._broadcast(group, message, exclude):
+            await asyncio.sleep(0)
+
+    def _broadcast(
+        self,
+        group: str,
+        message: str | bytes | dict[str, Any] | list[Any],
+        exclude: Connection | Iterable[Connection] | None,
+    ) -> bool:
+        """Deliver here and hand to the relay; whether some member here is getting behind."""
+        _check_group(group)
+        event = broadcast_event(message)
+        behind = self._deliver(group, event, _excluded(exclude))
+        if self._relay is not None:
+            self._relay.publish(group, event)
+        return behind
+
+    def _deliver(self, group: str, event: Message, excluded: frozenset[Channel]) -> bool:
+        """Queue `event` for this process's members of `group`, waking writers in one hop;
+        whether some member is more than `OUTBOX_LIMIT` messages behind."""
         members = self._groups.get(group)
         if not members:
-            return
+            return False
         told = _Told()
         self._queue(group, members, event, excluded, told)
         self._finish(told)
+        return told.behind
 
     def _queue(
         self,
@@ -465,6 +493,8 @@ class Hub:
             outcome = channel.enqueue(event, limit)
             if outcome is _WAKE:
                 wake.append(channel)
+            elif outcome is _BEHIND:
+                told.behind = True
             elif outcome is _TOO_SLOW:
                 told.too_slow.append((group, channel))
 
@@ -480,9 +510,10 @@ class Hub:
             self.forget(channel)
         wake_writers(told.wake)
 
-    def _deliver_relayed(self, group: str, event: Message) -> None:
-        """A broadcast from another process, on the event loop."""
-        self._deliver(group, event, frozenset())
+    def _deliver_relayed(self, group: str, event: Message) -> bool:
+        """A broadcast from another process, on the event loop; whether some member is
+        getting behind (the relay then lets the loop run before the next one)."""
+        return self._deliver(group, event, frozenset())
 
     # ----------------------------------------------------------------- lifecycle
 
