@@ -44,8 +44,8 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
-from typing import Any, Final, Generic, TypeVar
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Final, Generic, Protocol, TypeVar
 
 import anyio
 from starlette.types import Message, Receive, Send
@@ -762,7 +762,20 @@ class Channel:
                 self._inbox.end()
 
 
-def wake_writers(channels: list[Channel]) -> None:
+class Recipient(Protocol):
+    """What the hub queues broadcasts for: a connection's `Channel`, or the queue of a
+    stream (`_hub_stream.StreamMember`), both served on one loop."""
+
+    _loop: asyncio.AbstractEventLoop
+    _loop_thread: int
+
+    def enqueue(self, event: Message, limit: int) -> Queued: ...
+    def check_open(self) -> None: ...
+    def _wake_writer(self) -> None: ...
+    def _on_loop(self, callback: Callable[..., Any], *args: Any) -> None: ...
+
+
+def wake_writers(channels: Sequence[Recipient]) -> None:
     """Wake the writers `Channel.enqueue` asked for (all served on one loop), with one hop
     to the loop for all of them."""
     if not channels:
@@ -778,7 +791,7 @@ def wake_writers(channels: list[Channel]) -> None:
             channel._on_loop(channel._wake_writer)
 
 
-def _wake_all(channels: list[Channel]) -> None:
+def _wake_all(channels: Sequence[Recipient]) -> None:
     for channel in channels:
         channel._wake_writer()
 

@@ -66,12 +66,13 @@ def broadcast_event(
 
 
 def relayed_event(kind: bytes, body: bytes) -> Message:
-    """A broadcast relayed from another process: `t` and UTF-8 text, or `b` and bytes.
+    """A broadcast relayed from another process: `t` and UTF-8 text (`j`: JSON text), or
+    `b` and bytes.
 
     Text is decoded with replacement, so a corrupt payload can never yield text that the
     server would fail to encode.
     """
-    if kind == b"t":
+    if kind == b"t" or kind == b"j":
         return {"type": "websocket.send", "text": body.decode(errors="replace")}
     return {"type": "websocket.send", "bytes": body}
 

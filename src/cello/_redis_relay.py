@@ -20,10 +20,11 @@ being published and reconnects, with the same backoff. Should a task still end (
 exception nobody foresaw), that is logged and `running`/`subscribed` turn false; broadcasts
 are then counted as dropped rather than queued for a publisher that is gone.
 
-Wire format of a message: 16 bytes of origin id, `t` or `b`, then the UTF-8 text or the
-bytes. Presence changes (`_presence.py`) travel on the same channels as kind `p`, and go
-to the presence (`set_presence`) whichever process sent them, this one included: each
-carries a number every process must see to notice a gap.
+Wire format of a message: 16 bytes of origin id, `t` (text), `j` (JSON text: a dict or
+list broadcast) or `b`, then the UTF-8 text or the bytes. Presence changes
+(`_presence.py`) travel on the same channels as kind `p`, and go to the presence
+(`set_presence`) whichever process sent them, this one included: each carries a number
+every process must see to notice a gap.
 """
 
 from __future__ import annotations
@@ -114,8 +115,9 @@ class RedisRelay:
     Args:
         url: `redis://`, `rediss://` or `unix://` URL.
         prefix: Prefix of the pub/sub channel names.
-        deliver: Called on the event loop with `(group, event)` for each message from
-            another process; returns whether some member is getting behind.
+        deliver: Called on the event loop with `(group, event, is_json)` for each message
+            from another process (`is_json`: broadcast as a dict or list); returns
+            whether some member is getting behind.
         max_pending: Broadcasts kept while Redis is slow or unreachable; past it the
             oldest are dropped, counted and logged.
     """
@@ -124,7 +126,7 @@ class RedisRelay:
         self,
         url: str,
         prefix: str,
-        deliver: Callable[[str, Message], bool],
+        deliver: Callable[[str, Message, bool], bool],
         *,
         max_pending: int = 100_000,
     ) -> None:
@@ -270,8 +272,9 @@ class RedisRelay:
 
     # ----------------------------------------------------------------- publishing
 
-    def publish(self, group: str, event: Message) -> None:
-        """Relay a broadcast to the other processes, from any thread; never blocks."""
+    def publish(self, group: str, event: Message, is_json: bool = False) -> None:
+        """Relay a broadcast to the other processes, from any thread; never blocks.
+        `is_json`: the text is JSON (broadcast as a dict or list), told to the others."""
         mailbox = self._mailbox
         if mailbox is None:
             if self._stopped:
@@ -289,7 +292,10 @@ class RedisRelay:
             self.dropped += 1  # its end was logged; queueing would only grow the mailbox
             return
         text = event.get("text")
-        payload = b"t" + text.encode() if text is not None else b"b" + event["bytes"]
+        if text is None:
+            payload = b"b" + event["bytes"]
+        else:
+            payload = (b"j" if is_json else b"t") + text.encode()
         mailbox.put((self.prefix + group.encode(), self.origin + payload))
 
     async def _publish_forever(self, mailbox: Mailbox[Any]) -> None:
@@ -550,7 +556,8 @@ class RedisRelay:
         if data[:16] == origin or len(data) < 17:
             return False  # our own broadcast, already delivered here (or not ours to read)
         group = channel[len(self.prefix) :].decode(errors="replace")
-        return self._deliver(group, relayed_event(data[16:17], data[17:]))
+        kind = data[16:17]
+        return self._deliver(group, relayed_event(kind, data[17:]), kind == b"j")
 
 
 async def _close(connection: Any) -> None:

@@ -40,15 +40,18 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from starlette.types import Message
 
-from ._bridge import Channel, Queued, wake_writers
+from ._bridge import Queued, Recipient, wake_writers
 from ._events import broadcast_event
 from ._greenlets import await_, current_handler
+from ._history import History, envelope_text, marker_text
+from ._hub_stream import StreamMember
 from ._presence import Record, member_json, owner_of
+from .sse import SseEvent
 from .websocket import AsyncWebSocket, WebSocket
 
 if TYPE_CHECKING:
@@ -64,6 +67,8 @@ HUB_URL_VARIABLE: Final = "CELLO_HUB_URL"
 DEFAULT_MAX_QUEUE: Final = 1024
 #: The largest member value `join` accepts, in bytes of JSON.
 DEFAULT_MAX_MEMBER_SIZE: Final = 1024
+#: Seconds a group's history outlives its last broadcast.
+DEFAULT_HISTORY_TTL: Final = 600.0
 
 logger = logging.getLogger("cello.hub")
 
@@ -72,12 +77,17 @@ _WAKE, _BEHIND, _TOO_SLOW = Queued.WAKE, Queued.BEHIND, Queued.TOO_SLOW
 
 Connection = WebSocket | AsyncWebSocket
 
+_NONE: frozenset[Recipient] = frozenset()  # no member excluded
+
 
 class _Seat(NamedTuple):
-    """A connection's place in one group: its member id, and whether it watches the group."""
+    """A connection's place in one group: its member id, whether it watches the group, and
+    whether it receives broadcasts with ids (it may resume)."""
 
     id: str
     watching: bool
+    resumable: bool = False
+    listed: bool = True  # in the roster (`members`, `count`); a stream is not
 
 
 class _Told:
@@ -88,8 +98,8 @@ class _Told:
     __slots__ = ("behind", "too_slow", "wake")
 
     def __init__(self) -> None:
-        self.wake: list[Channel] = []
-        self.too_slow: list[tuple[str, Channel]] = []
+        self.wake: list[Recipient] = []
+        self.too_slow: list[tuple[str, Recipient]] = []
         self.behind = False
 
 
@@ -98,7 +108,7 @@ def _text_event(text: str) -> Message:
     return {"type": "websocket.send", "text": text}
 
 
-def _channel_of(ws: Connection) -> Channel:
+def _channel_of(ws: Connection) -> Recipient:
     if not isinstance(ws, WebSocket | AsyncWebSocket):
         raise TypeError(f"expected a WebSocket, not {type(ws).__name__}")
     return ws._channel
@@ -131,6 +141,11 @@ class Hub:
             dies without a clean shutdown (killed, its host lost) are removed within
             `presence_ttl + presence_interval` seconds. At least twice the interval, so
             one late heartbeat does not remove a live process's members.
+        history: How many of each group's last broadcasts to keep, with ids, for members
+            that resume (`join(..., resumable=True, since=...)`, `stream`); 0 (the
+            default) keeps none. At most half of `max_queue` (raise that for more).
+            Memory: at most `history` messages per group.
+        history_ttl: Seconds a group's history is kept after its last broadcast.
     """
 
     def __init__(
@@ -144,6 +159,8 @@ class Hub:
         max_member_size: int = DEFAULT_MAX_MEMBER_SIZE,
         presence_interval: float = 5.0,
         presence_ttl: float = 15.0,
+        history: int = 0,
+        history_ttl: float = DEFAULT_HISTORY_TTL,
     ) -> None:
         if max_queue < 1:
             raise ValueError("max_queue must be at least 1")
@@ -153,8 +170,16 @@ class Hub:
             raise ValueError("presence_interval must be positive")
         if not presence_ttl >= 2 * presence_interval:
             raise ValueError("presence_ttl must be at least twice presence_interval")
+        if not 0 <= history <= max_queue // 2:
+            raise ValueError(
+                "history must be between 0 and half of max_queue (a resuming member is sent "
+                "up to `history` messages at once, and needs room for the live ones after)"
+            )
         self.url = url
         self.max_queue = max_queue
+        #: The kept broadcasts (`history > 0`), or `None`. Changed under the lock only.
+        self._history = History(history, history_ttl) if history else None
+        self._resumers: dict[str, tuple[Recipient, ...]] = {}
         self.connect_timeout = connect_timeout
         self.max_member_size = max_member_size
         self.presence_interval = presence_interval
@@ -162,9 +187,9 @@ class Hub:
         self._lock = threading.Lock()
         #: group -> its members here, replaced (never mutated) on join/leave so a broadcast
         #: can read a group without the lock. Likewise the members watching each group.
-        self._groups: dict[str, tuple[Channel, ...]] = {}
-        self._watchers: dict[str, tuple[Channel, ...]] = {}
-        self._memberships: dict[Channel, dict[str, _Seat]] = {}
+        self._groups: dict[str, tuple[Recipient, ...]] = {}
+        self._watchers: dict[str, tuple[Recipient, ...]] = {}
+        self._memberships: dict[Recipient, dict[str, _Seat]] = {}
         #: The roster: group -> member id -> record, for every member the hub knows of
         #: (this process's, and on Redis the others'). Changed under the lock only.
         self._present: dict[str, dict[str, Record]] = {}
@@ -216,7 +241,14 @@ class Hub:
     # ----------------------------------------------------------------- membership
 
     def join(
-        self, group: str, ws: Connection, member: Any = None, *, presence: bool = False
+        self,
+        group: str,
+        ws: Connection,
+        member: Any = None,
+        *,
+        presence: bool = False,
+        resumable: bool = False,
+        since: str | None = None,
     ) -> None:
         """Add `ws` to `group` (joining twice does nothing). It leaves when it closes.
 
@@ -227,33 +259,70 @@ class Hub:
                 `{"presence": "members", "group": ..., "members": [...]}` (itself
                 included), then each other member's join and leave as it happens,
                 `{"presence": "join" | "leave", "group": ..., "member": ...}`: JSON text.
+            resumable: Send this connection the group's broadcasts with their ids, as
+                JSON text `{"id": ..., "group": ..., "data": ...}` (`"binary":
+                "<base64>"` for bytes), and first `{"hub": "joined", "group": ...,
+                "at": ...}`: a position to resume from even before any broadcast.
+                Needs `Hub(history=N)`.
+            since: Resume from this position (an `id` or `at` the client received, for
+                example from `?since=`): the broadcasts after it are sent first, in order,
+                then the live ones, each once. If some of them are no longer kept (or
+                the position is not one this hub gave), `{"hub": "gap", "group": ...}`
+                comes first, then all that is kept. Implies `resumable`. Any text is
+                accepted: it comes from the client.
 
         Raises:
             ConnectionClosed: the connection is already closed.
             TypeError: `member` is not JSON-serializable.
-            ValueError: `member` is larger than `max_member_size` (or holds NaN).
+            ValueError: `member` is larger than `max_member_size` (or holds NaN);
+                `resumable` on a hub that keeps no history.
         """
+        self._join(group, _channel_of(ws), member, presence, resumable, since)
+
+    def _join(
+        self,
+        group: str,
+        channel: Recipient,
+        member: Any,
+        presence: bool,
+        resumable: bool,
+        since: str | None,
+        listed: bool = True,
+    ) -> None:
         _check_group(group)
-        channel = _channel_of(ws)
+        resumable = resumable or since is not None
+        history = self._history
+        if resumable and history is None:
+            raise ValueError(
+                "this hub keeps no history to resume from: create it with "
+                "Hub(history=N), N broadcasts kept per group"
+            )
         record = Record(time.time(), member_json(member, self.max_member_size))
         with self._lock:
             channel.check_open()
             seats = self._memberships.setdefault(channel, {})
             if group in seats:
                 return
-            seat = seats[group] = _Seat(f"{self._process}.{next(self._ids)}", presence)
+            seat = seats[group] = _Seat(
+                f"{self._process}.{next(self._ids)}", presence, resumable, listed
+            )
             self._groups[group] = (*self._groups.get(group, ()), channel)
             if presence:
                 self._watchers[group] = (*self._watchers.get(group, ()), channel)
-            self._present.setdefault(group, {})[seat.id] = record
             told = _Told()
-            self._tell(group, "join", record, told, skip=channel)
+            if resumable:
+                assert history is not None
+                self._resumers[group] = (*self._resumers.get(group, ()), channel)
+                self._replay(group, channel, history, since, told)
+            if listed:
+                self._present.setdefault(group, {})[seat.id] = record
+                self._tell(group, "join", record, told, skip=channel)
+                if self._presence is not None:
+                    self._presence.joined(group, seat.id, record)
             if presence:
-                listed = ",".join(r.member for r in self._listed(group))
-                text = f'{{"presence":"members","group":{json.dumps(group)},"members":[{listed}]}}'
-                self._queue(group, (channel,), _text_event(text), frozenset(), told)
-            if self._presence is not None:
-                self._presence.joined(group, seat.id, record)
+                roster = ",".join(r.member for r in self._listed(group))
+                text = f'{{"presence":"members","group":{json.dumps(group)},"members":[{roster}]}}'
+                self._queue(group, (channel,), _text_event(text), _NONE, told)
         self._finish(told)
 
     def leave(self, group: str, ws: Connection) -> None:
@@ -271,7 +340,7 @@ class Hub:
             self._remove(group, channel, seat, told)
         self._finish(told)
 
-    def forget(self, channel: Channel) -> None:
+    def forget(self, channel: Recipient) -> None:
         """Remove a closed connection from all its groups (its connection task does this)."""
         told = _Told()
         with self._lock:
@@ -279,7 +348,7 @@ class Hub:
                 self._remove(group, channel, seat, told)
         self._finish(told)
 
-    def _remove(self, group: str, channel: Channel, seat: _Seat, told: _Told) -> None:
+    def _remove(self, group: str, channel: Recipient, seat: _Seat, told: _Told) -> None:
         """Take a member of this process out of `group` (under the lock)."""
         members = tuple(m for m in self._groups.get(group, ()) if m is not channel)
         if members:
@@ -292,6 +361,14 @@ class Hub:
                 self._watchers[group] = watchers
             else:
                 self._watchers.pop(group, None)
+        if seat.resumable:
+            resumers = tuple(m for m in self._resumers.get(group, ()) if m is not channel)
+            if resumers:
+                self._resumers[group] = resumers
+            else:
+                self._resumers.pop(group, None)
+        if not seat.listed:
+            return
         record = self._unlist(group, seat.id)
         if self._presence is not None:
             self._presence.left(group, seat.id)
@@ -343,7 +420,7 @@ class Hub:
     # ----------------------------------------------------------------- presence
 
     def _tell(
-        self, group: str, change: str, record: Record, told: _Told, skip: Channel | None = None
+        self, group: str, change: str, record: Record, told: _Told, skip: Recipient | None = None
     ) -> None:
         """Queue a join or leave for the group's watchers but `skip` (under the lock, so
         they learn of changes in the order the roster made them)."""
@@ -361,6 +438,7 @@ class Hub:
                 (group, seat.id, self._present[group][seat.id])
                 for seats in self._memberships.values()
                 for group, seat in seats.items()
+                if seat.listed
             ]
 
     def remote_changed(self, group: str, member_id: str, record: Record | None) -> None:
@@ -451,6 +529,38 @@ class Hub:
         if self._broadcast(group, message, exclude):
             await asyncio.sleep(0)
 
+    async def stream(self, group: str, since: str | None = None) -> AsyncIterator[SseEvent]:
+        """`group`'s broadcasts as Server-Sent Events: `Response.sse(app.hub.stream(group))`.
+
+        Each broadcast is an event whose `id` is its id in the history: text as it is,
+        a dict or list as JSON, bytes as base64 in an event named `binary`. The stream
+        starts with an event named `joined` (data `{"group": ..., "at": ...}`) whose id
+        is the position, so a browser's `EventSource` has one to resume from even before
+        the first broadcast; it sends it back as the `Last-Event-ID` header when it
+        reconnects, which is what `since` takes:
+
+            @app.get("/rooms/{room}/events")
+            def events(request):
+                since = request.headers.get("last-event-id")
+                return Response.sse(app.hub.stream(request.params["room"], since=since))
+
+        Resuming works as for `join(..., since=...)`: the broadcasts after `since`, each
+        once, or first an event named `gap`. A stream is a member of the group for
+        delivery (`local_count` counts it) but not in the roster (`members`, `count`).
+        One that falls `max_queue` broadcasts behind is ended, as a WebSocket member
+        would be closed. Needs `Hub(history=N)`. Ends when the client goes away (the
+        response closes it) or the app shuts down.
+        """
+        member = StreamMember(asyncio.get_running_loop())
+        self._join(group, member, None, False, True, since, listed=False)
+        try:
+            while events := await member.take():
+                for event in events:
+                    yield _sse_event(event["text"])
+        finally:
+            member.close()
+            self.forget(member)
+
     def _broadcast(
         self,
         group: str,
@@ -460,14 +570,23 @@ class Hub:
         """Deliver here and hand to the relay; whether some member here is getting behind."""
         _check_group(group)
         event = broadcast_event(message)
-        behind = self._deliver(group, event, _excluded(exclude))
+        is_json = isinstance(message, dict | list)
+        behind = self._deliver(group, event, _excluded(exclude), is_json)
         if self._relay is not None:
-            self._relay.publish(group, event)
+            self._relay.publish(group, event, is_json)
         return behind
 
-    def _deliver(self, group: str, event: Message, excluded: frozenset[Channel]) -> bool:
+    def _deliver(
+        self,
+        group: str,
+        event: Message,
+        excluded: frozenset[Recipient],
+        is_json: bool = False,
+    ) -> bool:
         """Queue `event` for this process's members of `group`, waking writers in one hop;
         whether some member is more than `OUTBOX_LIMIT` messages behind."""
+        if self._history is not None:
+            return self._deliver_kept(group, event, excluded, is_json)
         members = self._groups.get(group)
         if not members:
             return False
@@ -476,12 +595,60 @@ class Hub:
         self._finish(told)
         return told.behind
 
+    def _deliver_kept(
+        self,
+        group: str,
+        event: Message,
+        excluded: frozenset[Recipient],
+        is_json: bool,
+    ) -> bool:
+        """`_deliver` on a hub with history: the broadcast is kept and given its id, and
+        queued, in one critical section with `join`'s replay, so a member that resumes
+        gets each broadcast once, from the replay or live, and in id order."""
+        assert self._history is not None
+        told = _Told()
+        with self._lock:
+            entry = self._history.add(group, event, is_json)
+            members = self._groups.get(group)
+            if members:
+                resumers = self._resumers.get(group)
+                if resumers:
+                    enveloped = _text_event(envelope_text(json.dumps(group), entry))
+                    self._queue(group, resumers, enveloped, excluded, told)
+                    excluded = excluded.union(resumers)
+                self._queue(group, members, event, excluded, told)
+        self._finish(told)
+        return told.behind
+
+    def _replay(
+        self,
+        group: str,
+        channel: Recipient,
+        history: History,
+        since: str | None,
+        told: _Told,
+    ) -> None:
+        """Queue for a member joining with `resumable` what it missed since `since` (a gap
+        notice first if some is gone), then its position (under the lock)."""
+        to = (channel,)
+        group_json = json.dumps(group)
+        if since is not None:
+            resumed = history.resume(group, since)
+            if resumed.gap:
+                self._queue(group, to, _text_event(marker_text("gap", group_json)), _NONE, told)
+            # Queued at once: at most `history` events, half of `max_queue` at most.
+            for entry in resumed.entries:
+                text = envelope_text(group_json, entry)
+                self._queue(group, to, _text_event(text), _NONE, told)
+        at = marker_text("joined", group_json, {"at": history.position()})
+        self._queue(group, to, _text_event(at), _NONE, told)
+
     def _queue(
         self,
         group: str,
-        channels: tuple[Channel, ...],
+        channels: tuple[Recipient, ...],
         event: Message,
-        excluded: frozenset[Channel],
+        excluded: frozenset[Recipient],
         told: _Told,
     ) -> None:
         """Queue `event` for `channels` but `excluded`, noting what is left to do in `told`."""
@@ -510,10 +677,10 @@ class Hub:
             self.forget(channel)
         wake_writers(told.wake)
 
-    def _deliver_relayed(self, group: str, event: Message) -> bool:
+    def _deliver_relayed(self, group: str, event: Message, is_json: bool) -> bool:
         """A broadcast from another process, on the event loop; whether some member is
         getting behind (the relay then lets the loop run before the next one)."""
-        return self._deliver(group, event, frozenset())
+        return self._deliver(group, event, _NONE, is_json)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -562,12 +729,24 @@ class Hub:
         )
 
 
+def _sse_event(text: str) -> SseEvent:
+    """A broadcast or notice for a resuming member (`_history.py`'s JSON) as an SSE event."""
+    value = json.loads(text)
+    if "hub" in value:  # {"hub": "gap" | "joined", "group": ..., ...}
+        kind = value.pop("hub")
+        return SseEvent(json.dumps(value), event=kind, id=value.get("at"))
+    if "binary" in value:
+        return SseEvent(value["binary"], event="binary", id=value["id"])
+    data = value["data"]
+    return SseEvent(data if isinstance(data, str) else json.dumps(data), id=value["id"])
+
+
 def _check_group(group: str) -> None:
     if not isinstance(group, str) or not group:
         raise TypeError("a group name is a non-empty str")
 
 
-def _excluded(exclude: Connection | Iterable[Connection] | None) -> frozenset[Channel]:
+def _excluded(exclude: Connection | Iterable[Connection] | None) -> frozenset[Recipient]:
     if exclude is None:
         return frozenset()
     if isinstance(exclude, WebSocket | AsyncWebSocket):
