@@ -1,4 +1,5 @@
-"""A real `redis-server` for the hub's tests, on a free loopback port, keeping nothing."""
+"""A real `redis-server` for the hub's tests, on a free loopback port, keeping nothing
+(or, `persistent`, everything on disk across a restart)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from servers import bound_socket
 class RedisServer:
     """`redis-server` on 127.0.0.1, started and stopped by the tests (restartable)."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, persistent: bool = False) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError(
@@ -26,6 +27,8 @@ class RedisServer:
         self.port: int = sock.getsockname()[1]
         sock.close()
         self.proc: subprocess.Popen[bytes] | None = None
+        #: Keep every write on disk (append-only file, fsync'd), so a restart loses nothing.
+        self.persistent = persistent
 
     @property
     def url(self) -> str:
@@ -36,7 +39,8 @@ class RedisServer:
             "bind": "127.0.0.1",
             "port": str(self.port),
             "save": "",
-            "appendonly": "no",
+            "appendonly": "yes" if self.persistent else "no",
+            "appendfsync": "always",
             "dir": str(self.workdir),
             "loglevel": "warning",
         }

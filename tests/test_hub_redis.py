@@ -23,7 +23,7 @@ from redis.asyncio.client import Pipeline, PubSub
 from starlette.types import Message
 from websockets.asyncio.client import ClientConnection, connect
 
-from cello import App, AsyncWebSocket, Hub, Request, WebSocket, _redis_relay
+from cello import App, Hub, Request, WebSocket, _redis_relay
 from redis_server import RedisServer
 from servers import BufferedClient, ThreadServer, subprocess_server
 
@@ -653,44 +653,3 @@ def test_a_burst_from_another_process_reaches_every_member(redis: RedisServer) -
 
     asyncio.run(asyncio.wait_for(scenario(), WAIT * 3))
 
-
-def test_a_resuming_member_gets_other_processes_broadcasts_with_ids(redis: RedisServer) -> None:
-    """Each process keeps the broadcasts it delivers, relayed ones included, in its own
-    history; a dict broadcast elsewhere arrives as JSON data (the relay says it is JSON)."""
-    app = App(hub=Hub(redis.url, history=10, connect_timeout=WAIT))
-    other_process = Hub(redis.url, connect_timeout=WAIT)
-
-    @app.websocket("/member")
-    async def member(ws: AsyncWebSocket) -> None:
-        app.hub.join("room", ws, resumable=True, since=ws.request.query.get("since"))
-        async for _ in ws:
-            pass
-
-    async def scenario() -> None:
-        await app.startup()
-        await other_process.start()
-        try:
-            first = BufferedClient("/member", [])
-            reading = asyncio.create_task(app(first.scope, first.receive, first.send))
-            await first.wait_for_texts(1)
-            other_process.broadcast("room", {"n": 1})
-            other_process.broadcast("room", "two")
-            await first.wait_for_texts(3)
-            first.leave.set()
-            await reading
-            notice, one, two = (json.loads(str(t)) for t in first.texts())
-            assert notice["hub"] == "joined"
-            assert one["data"] == {"n": 1}
-            assert two["data"] == "two"
-            back = BufferedClient("/member", [])
-            back.scope["query_string"] = f"since={one['id']}".encode()
-            reading = asyncio.create_task(app(back.scope, back.receive, back.send))
-            await back.wait_for_texts(2)
-            back.leave.set()
-            await reading
-            assert [json.loads(str(t)).get("data") for t in back.texts()] == ["two", None]
-        finally:
-            await other_process.stop()
-            await app.shutdown()
-
-    asyncio.run(asyncio.wait_for(scenario(), WAIT * 3))

@@ -43,6 +43,7 @@ from starlette.types import Message
 
 from ._bridge import Mailbox
 from ._events import relayed_event
+from ._redis_history import ADD
 
 logger = logging.getLogger("cello.hub")
 
@@ -57,6 +58,9 @@ IDLE_PING: Final = 5.0
 DROP_WARNING_INTERVAL: Final = 10.0
 
 _STOP = object()  # the mailbox item that tells the publisher to finish
+
+#: A broadcast waiting to be published: channel, kind and body, token, number.
+_Item = tuple[bytes, bytes, int, int]
 
 try:
     import redis.asyncio as aioredis
@@ -129,6 +133,8 @@ class RedisRelay:
         deliver: Callable[[str, Message, bool], bool],
         *,
         max_pending: int = 100_000,
+        history: int = 0,
+        history_ttl: float = 600.0,
     ) -> None:
         if aioredis is None:
             raise ImportError("the Redis hub needs redis-py: pip install 'cello[redis]'")
@@ -138,7 +144,13 @@ class RedisRelay:
         self.prefix = prefix.encode()
         self.origin = uuid.uuid4().bytes
         self.max_pending = max_pending
+        #: Entries each group's stream keeps (`_redis_history.py`); 0: no streams.
+        self.history = history
+        self.history_ttl = history_ttl
         self._deliver = deliver
+        self._deliver_numbered: Callable[[str, str, bytes, bytes, int], bool] | None = None
+        self._added_key = self.prefix + b"added:" + self.origin.hex().encode()
+        self._seq = 0  # the last number given to a broadcast (by the publisher task)
         self._on_presence: Callable[[bytes], None] | None = None
         self._on_subscribed_hook: Callable[[], None] | None = None
         self._mailbox: Mailbox[Any] | None = None
@@ -150,12 +162,25 @@ class RedisRelay:
         self.skipped = 0
         #: Times the publisher or the subscriber lost Redis, since start (on the loop).
         self.outages = 0
+        #: With `history`: seconds from Redis numbering the latest broadcast (its stream
+        #: id holds Redis's time in ms) to its arrival here, or `None` before the first.
+        self.lag: float | None = None
         self._stopped = False
         self._publisher_ended = False
         self._warned_after_stop = False
         self._subscriber_outage = Outage()
         self._last_drop_warning = -DROP_WARNING_INTERVAL
         self._last_skip_warning = -DROP_WARNING_INTERVAL
+
+    def set_history(self, deliver: Callable[[str, str, bytes, bytes, int], bool]) -> None:
+        """With `history`: broadcasts come back with their stream id, this process's own
+        too, to `deliver(group, id, kind, body, token)` on the event loop (`token`: the
+        one `publish` was given, for this process's own; else 0)."""
+        self._deliver_numbered = deliver
+
+    def stream_key(self, group: str) -> bytes:
+        """The Redis key of a group's stream."""
+        return self.prefix + b"history:" + group.encode()
 
     def set_presence(
         self, on_presence: Callable[[bytes], None], on_subscribed: Callable[[], None]
@@ -272,9 +297,11 @@ class RedisRelay:
 
     # ----------------------------------------------------------------- publishing
 
-    def publish(self, group: str, event: Message, is_json: bool = False) -> None:
+    def publish(self, group: str, event: Message, is_json: bool = False, token: int = 0) -> None:
         """Relay a broadcast to the other processes, from any thread; never blocks.
-        `is_json`: the text is JSON (broadcast as a dict or list), told to the others."""
+        `is_json`: the text is JSON (broadcast as a dict or list), told to the others.
+        With `history`, it goes to the group's stream, and back to this process too,
+        carrying `token`."""
         mailbox = self._mailbox
         if mailbox is None:
             if self._stopped:
@@ -296,10 +323,11 @@ class RedisRelay:
             payload = b"b" + event["bytes"]
         else:
             payload = (b"j" if is_json else b"t") + text.encode()
-        mailbox.put((self.prefix + group.encode(), self.origin + payload))
+        mailbox.put((self.prefix + group.encode(), payload, token))
 
     async def _publish_forever(self, mailbox: Mailbox[Any]) -> None:
-        pending: deque[tuple[bytes, bytes]] = deque()
+        pending: deque[_Item] = deque()
+        add: Any = None  # the `ADD` script, registered on the current client
         client: aioredis.Redis | None = None
         stopping = False
         in_flight = 0  # broadcasts being sent, neither sent nor counted as dropped yet
@@ -317,21 +345,39 @@ class RedisRelay:
                 in_flight = len(batch)
                 try:
                     async with client.pipeline(transaction=False) as pipe:
-                        for channel, data in batch:
-                            pipe.publish(channel, data)
+                        if self.history:
+                            if add is None or add.registered_client is not client:
+                                add = client.register_script(ADD)
+                            for item in batch:
+                                await add(self._add_keys(item), self._add_args(item), pipe)
+                        else:
+                            for channel, data, _, _ in batch:
+                                pipe.publish(channel, self.origin + data)
                         await pipe.execute()
                     in_flight = 0
                 except (RedisError, OSError) as exc:
-                    # Part of the batch may have gone out: dropping it, never resending,
-                    # keeps every delivery single.
                     in_flight = 0
-                    self.dropped += len(batch)
-                    logger.warning(
-                        "Hub: lost Redis at %s while publishing (%s); %d broadcasts dropped",
-                        redacted(self.url),
-                        exc,
-                        len(batch),
-                    )
+                    if self.history:
+                        # Each broadcast is added once whatever happens (its number is
+                        # checked in Redis): the batch is sent again once Redis is back.
+                        pending.extendleft(reversed(batch))
+                        logger.warning(
+                            "Hub: lost Redis at %s while publishing (%s); %d broadcasts "
+                            "will be sent again",
+                            redacted(self.url),
+                            exc,
+                            len(batch),
+                        )
+                    else:
+                        # Part of the batch may have gone out: dropping it, never resending,
+                        # keeps every delivery single.
+                        self.dropped += len(batch)
+                        logger.warning(
+                            "Hub: lost Redis at %s while publishing (%s); %d broadcasts dropped",
+                            redacted(self.url),
+                            exc,
+                            len(batch),
+                        )
                     await _close(client)
                     client = None
                 except Exception:
@@ -354,14 +400,24 @@ class RedisRelay:
             if client is not None:
                 await _close(client)
 
-    def _take(self, items: list[Any], pending: deque[tuple[bytes, bytes]]) -> bool:
-        """Move mailbox items to `pending`, keeping at most `max_pending`; True on stop."""
+    def _add_keys(self, item: _Item) -> list[bytes]:
+        return [self.prefix + b"history:" + item[0][len(self.prefix) :], self._added_key]
+
+    def _add_args(self, item: _Item) -> list[Any]:
+        channel, payload, token, seq = item
+        ttl_ms = max(1, int(self.history_ttl * 1000))
+        return [channel, self.origin, seq, token, payload, self.history, ttl_ms]
+
+    def _take(self, items: list[Any], pending: deque[_Item]) -> bool:
+        """Move mailbox items to `pending`, numbered in the order they were put, keeping at
+        most `max_pending`; True on stop."""
         stop = False
         for item in items:
             if item is _STOP:
                 stop = True
             else:
-                pending.append(item)
+                self._seq += 1
+                pending.append((*item, self._seq))
         excess = len(pending) - self.max_pending
         if excess > 0:
             for _ in range(excess):
@@ -380,7 +436,7 @@ class RedisRelay:
         return stop
 
     async def _reconnect_publisher(
-        self, mailbox: Mailbox[Any], pending: deque[tuple[bytes, bytes]]
+        self, mailbox: Mailbox[Any], pending: deque[_Item]
     ) -> aioredis.Redis:
         """A connected client, retrying with backoff; broadcasts keep queueing meanwhile."""
         outage = Outage()
@@ -548,16 +604,34 @@ class RedisRelay:
 
     def _received(self, channel: bytes, data: bytes) -> bool:
         """Deliver one message from Redis; whether some member is getting behind."""
-        if data[16:17] == b"p":
+        kind = data[16:17]
+        if kind == b"p":
             if self._on_presence is not None:
                 self._on_presence(data[17:])
             return False
+        if kind == b"h":
+            return self._received_numbered(channel, data)
         origin = self.origin
         if data[:16] == origin or len(data) < 17:
             return False  # our own broadcast, already delivered here (or not ours to read)
         group = channel[len(self.prefix) :].decode(errors="replace")
-        kind = data[16:17]
         return self._deliver(group, relayed_event(kind, data[17:]), kind == b"j")
+
+    def _received_numbered(self, channel: bytes, data: bytes) -> bool:
+        """A broadcast with its stream id: `origin h<id> <token> <kind><body>`."""
+        deliver = self._deliver_numbered
+        if deliver is None:
+            return False  # a process with history on a hub without: not ours to read
+        head, _, rest = data[17:].partition(b" ")
+        token, _, message = rest.partition(b" ")
+        if not message or not token.isdigit():
+            raise ValueError(f"a malformed broadcast with an id: {data[:80]!r}")
+        own = data[:16] == self.origin
+        ms = head.partition(b"-")[0]
+        if ms.isdigit():
+            self.lag = max(0.0, time.time() - int(ms) / 1000)
+        group = channel[len(self.prefix) :].decode(errors="replace")
+        return deliver(group, head.decode(), message[:1], message[1:], int(token) if own else 0)
 
 
 async def _close(connection: Any) -> None:

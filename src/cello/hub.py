@@ -55,6 +55,7 @@ from .sse import SseEvent
 from .websocket import AsyncWebSocket, WebSocket
 
 if TYPE_CHECKING:
+    from ._hub_history import SharedHistory
     from ._presence import RedisPresence
     from ._redis_relay import RedisRelay
 
@@ -177,9 +178,16 @@ class Hub:
             )
         self.url = url
         self.max_queue = max_queue
-        #: The kept broadcasts (`history > 0`), or `None`. Changed under the lock only.
-        self._history = History(history, history_ttl) if history else None
+        #: In memory, the kept broadcasts (`history > 0`), or `None`; on Redis, the
+        #: numbered deliveries from the shared history, or `None`. Under the lock only.
+        self._history = History(history, history_ttl) if history and url is None else None
+        self._shared: SharedHistory | None = None
         self._resumers: dict[str, tuple[Recipient, ...]] = {}
+        #: This process's broadcasts on the shared history that excluded members, by
+        #: token, until they come back from Redis (in order: older tokens are dropped).
+        self._exclusions: dict[int, frozenset[Recipient]] = {}
+        self._tokens = itertools.count(1)
+        self._warned_unnumbered = False
         self.connect_timeout = connect_timeout
         self.max_member_size = max_member_size
         self.presence_interval = presence_interval
@@ -202,7 +210,12 @@ class Hub:
             from ._redis_relay import RedisRelay
 
             self._relay = relay = RedisRelay(
-                url, channel_prefix, self._deliver_relayed, max_pending=max_pending
+                url,
+                channel_prefix,
+                self._deliver_relayed,
+                max_pending=max_pending,
+                history=history,
+                history_ttl=history_ttl,
             )
             self._process = relay.origin.hex()
             self._presence = presence = RedisPresence(
@@ -215,7 +228,12 @@ class Hub:
                 interval=presence_interval,
                 ttl=presence_ttl,
             )
-            relay.set_presence(presence.received, presence.subscribed)
+            relay.set_presence(presence.received, self._subscribed)
+            if history:
+                from ._hub_history import SharedHistory
+
+                self._shared = SharedHistory(self, relay)
+                relay.set_history(self._deliver_numbered)
 
     @classmethod
     def from_setting(cls, hub: str | Hub | None) -> Hub:
@@ -291,8 +309,8 @@ class Hub:
     ) -> None:
         _check_group(group)
         resumable = resumable or since is not None
-        history = self._history
-        if resumable and history is None:
+        history, shared = self._history, self._shared
+        if resumable and history is None and shared is None:
             raise ValueError(
                 "this hub keeps no history to resume from: create it with "
                 "Hub(history=N), N broadcasts kept per group"
@@ -311,9 +329,11 @@ class Hub:
                 self._watchers[group] = (*self._watchers.get(group, ()), channel)
             told = _Told()
             if resumable:
-                assert history is not None
                 self._resumers[group] = (*self._resumers.get(group, ()), channel)
-                self._replay(group, channel, history, since, told)
+                if history is not None:
+                    self._replay(group, channel, history, since, told)
+            if shared is not None:
+                shared.joined(group, channel, resumable, since)
             if listed:
                 self._present.setdefault(group, {})[seat.id] = record
                 self._tell(group, "join", record, told, skip=channel)
@@ -367,6 +387,8 @@ class Hub:
                 self._resumers[group] = resumers
             else:
                 self._resumers.pop(group, None)
+        if self._shared is not None:
+            self._shared.left(group, channel)
         if not seat.listed:
             return
         record = self._unlist(group, seat.id)
@@ -571,7 +593,18 @@ class Hub:
         _check_group(group)
         event = broadcast_event(message)
         is_json = isinstance(message, dict | list)
-        behind = self._deliver(group, event, _excluded(exclude), is_json)
+        excluded = _excluded(exclude)
+        if self._shared is not None:
+            # Delivered here too when it comes back from Redis, with its id.
+            assert self._relay is not None
+            token = 0
+            if excluded:
+                with self._lock:
+                    token = next(self._tokens)
+                    self._exclusions[token] = excluded
+            self._relay.publish(group, event, is_json, token)
+            return False
+        behind = self._deliver(group, event, excluded, is_json)
         if self._relay is not None:
             self._relay.publish(group, event, is_json)
         return behind
@@ -677,9 +710,41 @@ class Hub:
             self.forget(channel)
         wake_writers(told.wake)
 
+    def _deliver_numbered(
+        self, group: str, id_text: str, kind: bytes, body: bytes, token: int
+    ) -> bool:
+        """A broadcast from the shared history, on the event loop (from the relay)."""
+        assert self._shared is not None
+        excluded = _NONE
+        if token:
+            with self._lock:
+                exclusions = self._exclusions
+                excluded = exclusions.pop(token, _NONE)
+                while exclusions and next(iter(exclusions)) < token:
+                    del exclusions[next(iter(exclusions))]  # their broadcasts were dropped
+        return self._shared.deliver(group, id_text, kind, body, excluded)
+
+    def _subscribed(self) -> None:
+        """The relay's subscription is made (again), on the loop."""
+        if self._presence is not None:
+            self._presence.subscribed()
+        if self._shared is not None:
+            self._shared.subscribed()
+
+    def _new_told(self) -> _Told:
+        return _Told()
+
     def _deliver_relayed(self, group: str, event: Message, is_json: bool) -> bool:
         """A broadcast from another process, on the event loop; whether some member is
         getting behind (the relay then lets the loop run before the next one)."""
+        if self._shared is not None and not self._warned_unnumbered:
+            self._warned_unnumbered = True
+            logger.warning(
+                "Hub: a process whose hub keeps no history broadcasts to %r: its broadcasts "
+                "are delivered here without ids, and cannot be resumed; give every process "
+                "the same Hub(history=...)",
+                group,
+            )
         return self._deliver(group, event, _NONE, is_json)
 
     # ----------------------------------------------------------------- lifecycle
@@ -711,6 +776,8 @@ class Hub:
         if self._relay is None or self._presence is None:
             return
         await self._presence.stop()
+        if self._shared is not None:
+            await self._shared.stop()
         await self._relay.stop()
         self._forget_remote()
 

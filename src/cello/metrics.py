@@ -160,6 +160,13 @@ class Metrics:
                 "Messages from other processes whose delivery here failed.",
                 relay.skipped,
             )
+            if relay.lag is not None:
+                add.gauge(
+                    "cello_hub_relay_lag_seconds",
+                    "With a shared history: from Redis numbering the latest broadcast to "
+                    "its delivery here (by Redis's clock against this host's).",
+                    round(relay.lag, 6),
+                )
         return "".join(lines)
 
 
@@ -169,7 +176,7 @@ class _Writer:
     def __init__(self, lines: list[str]) -> None:
         self.lines = lines
 
-    def gauge(self, name: str, help: str, value: int) -> None:
+    def gauge(self, name: str, help: str, value: float) -> None:
         self._metric(name, "gauge", help, value, ())
 
     def counter(
@@ -186,7 +193,7 @@ class _Writer:
         name: str,
         kind: str,
         help: str,
-        value: int | None,
+        value: float | None,
         labelled: Iterable[tuple[dict[str, str], Any]],
     ) -> None:
         self.lines.append(f"# HELP {name} {help}\n# TYPE {name} {kind}\n")
