@@ -652,4 +652,3 @@ def test_a_burst_from_another_process_reaches_every_member(redis: RedisServer) -
             await app.shutdown()
 
     asyncio.run(asyncio.wait_for(scenario(), WAIT * 3))
-

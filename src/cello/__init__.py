@@ -12,6 +12,7 @@ def echo(ws):
 
 from .app import App
 from .blueprints import Blueprint
+from .browser import ack, client_script
 from .errors import ConcurrencyError, ConnectionClosed, HTTPException
 from .hub import Hub
 from .messages import WebSocketMessage
@@ -35,7 +36,9 @@ __all__ = [
     "SseStream",
     "WebSocket",
     "WebSocketMessage",
+    "ack",
     "blocking",
+    "client_script",
     "sleep",
 ]
 

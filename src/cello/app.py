@@ -8,6 +8,7 @@ that serves it: `_http` for HTTP, `_connection` for WebSockets, lifespan here.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import inspect
 import logging
 from collections.abc import Callable, Sequence
@@ -24,11 +25,13 @@ from ._greenlets import HandlerGreenlets
 from ._http import HttpEndpoint, MethodMap, serve_http
 from ._threads import HandlerThreads
 from .blueprints import Routes
+from .browser import client_script
 from .guards import Guard
 from .hub import Hub
 from .metrics import CONTENT_TYPE as METRICS_TYPE
 from .metrics import Metrics
 from .origins import OriginPolicy
+from .request import Request
 from .request_log import RequestLog, show_request_log
 from .responses import Response
 from .routing import RouteTable
@@ -212,6 +215,19 @@ class App(Routes):
         @self.get(path)
         def metrics() -> Response:
             return Response(self.metrics.render(), media_type=METRICS_TYPE)
+
+    def enable_client(self, path: str = "/cello.js") -> None:
+        """Serve the browser client (`cello.js`, see `cello.browser`) at `path` (GET), as
+        `text/javascript`; browsers revalidate it (`ETag`), so an upgrade reaches them."""
+        script = client_script().encode()
+        etag = '"' + hashlib.sha256(script).hexdigest()[:32] + '"'
+        headers = {"ETag": etag, "Cache-Control": "no-cache"}
+
+        @self.get(path)
+        def cello_js(request: Request) -> Response:
+            if request.headers.get("if-none-match") == etag:
+                return Response(b"", status_code=304, headers=headers)
+            return Response(script, media_type="text/javascript; charset=utf-8", headers=headers)
 
     def add_middleware(self, middleware: Callable[..., ASGIApp], **options: Any) -> None:
         """Wrap the app in ASGI middleware (`add_middleware(CORSMiddleware, allow_origins=...)`).
