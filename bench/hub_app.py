@@ -21,3 +21,12 @@ def greet(ws: WebSocket) -> None:
     ws.send_text("hi")
     for _ in ws:
         pass
+
+
+@app.websocket("/member/{group}")
+def group_member(ws: WebSocket) -> None:
+    """A member of one group that only listens (the 100-group benchmark's receivers)."""
+    app.hub.join(ws.request.params["group"], ws)
+    ws.send_text("joined")
+    for _ in ws:
+        pass

@@ -23,7 +23,7 @@ from redis.asyncio.client import Pipeline, PubSub
 from starlette.types import Message
 from websockets.asyncio.client import ClientConnection, connect
 
-from cello import App, Hub, Request, WebSocket, _redis_relay
+from cello import App, AsyncWebSocket, Hub, Request, WebSocket, _redis_relay
 from redis_server import RedisServer
 from servers import BufferedClient, ThreadServer, subprocess_server
 
@@ -98,7 +98,7 @@ def carries(message: Any, text: bytes) -> bool:
     """Whether a pubsub message is a hub broadcast of `text`."""
     return (
         message is not None
-        and message["type"] == "pmessage"
+        and message["type"] == "message"
         and message["data"].endswith(b"t" + text)
     )
 
@@ -569,7 +569,8 @@ def test_a_subscriber_that_ends_unexpectedly_is_logged_and_reported(
         other_process = aioredis.Redis.from_url(redis.url)
         try:
             assert app.hub.connected
-            await other_process.publish("cello:hub:g", uuid.uuid4().bytes + b"tdie")
+            # On the channel every process follows (the presence's): no group needed.
+            await other_process.publish("cello:hub:", uuid.uuid4().bytes + b"tdie")
             await until(lambda: not app.hub.connected, "the subscriber's end was not noticed")
             assert not app.hub.running
         finally:
@@ -652,3 +653,58 @@ def test_a_burst_from_another_process_reaches_every_member(redis: RedisServer) -
             await app.shutdown()
 
     asyncio.run(asyncio.wait_for(scenario(), WAIT * 3))
+
+
+@pytest.mark.parametrize("handler", ["sync", "async"])
+def test_a_process_subscribes_to_the_groups_it_has_members_in(
+    redis: RedisServer, handler: str
+) -> None:
+    """Each process follows the channels of its own groups (and the presence's), so its
+    cost grows with its groups, not the deployment's; a member hears other processes'
+    broadcasts from the moment `join` returns (sync) or its result is awaited (async)."""
+    app = App(hub=redis.url)
+
+    @app.websocket("/ws/{group}")
+    def joiner(ws: WebSocket, request: Request) -> None:
+        app.hub.join(request.params["group"], ws)
+        ws.send_text("joined")
+        for _ in ws:
+            pass
+
+    @app.websocket("/async/{group}")
+    async def ajoiner(ws: AsyncWebSocket, request: Request) -> None:
+        await app.hub.join(request.params["group"], ws)
+        await ws.send_text("joined")
+        async for _ in ws:
+            pass
+
+    path = "/ws" if handler == "sync" else "/async"
+
+    async def channels(client: aioredis.Redis) -> set[bytes]:
+        return set(await client.pubsub_channels("cello:hub:*"))
+
+    async def scenario(url: str) -> None:
+        other_process = aioredis.Redis.from_url(redis.url)
+        origin = uuid.uuid4().bytes
+        try:
+            await until(lambda: app.hub.connected)
+            assert await channels(other_process) == {b"cello:hub:"}  # the presence's only
+            async with connect(url + f"{path}/red", open_timeout=WAIT) as red:
+                assert await asyncio.wait_for(red.recv(), WAIT) == "joined"
+                # At once: the subscription was confirmed before the handler went on.
+                await other_process.publish("cello:hub:red", origin + b"tfirst")
+                assert await asyncio.wait_for(red.recv(), WAIT) == "first"
+                assert await channels(other_process) == {b"cello:hub:", b"cello:hub:red"}
+                async with connect(url + f"{path}/blue", open_timeout=WAIT) as blue:
+                    assert await asyncio.wait_for(blue.recv(), WAIT) == "joined"
+                    assert b"cello:hub:blue" in await channels(other_process)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + WAIT
+            while await channels(other_process) != {b"cello:hub:"}:  # both groups left
+                assert loop.time() < deadline, "the groups' channels were not unsubscribed"
+                await asyncio.sleep(0.02)
+        finally:
+            await other_process.aclose()
+
+    with ThreadServer(app, ws="websockets-sansio") as server:
+        asyncio.run(scenario(server.url("")))

@@ -143,14 +143,18 @@ class SharedHistory:
         return told.behind
 
     def subscribed(self) -> None:
-        """The subscription is made (again): catch up every group that has members here
-        from its last delivered id, holding what arrives live meanwhile (on the loop)."""
+        """The relay's subscription is made (again), on the loop."""
+        self._loop = asyncio.get_running_loop()
+
+    def group_subscribed(self, group: str) -> None:
+        """`group`'s subscription is made (again), on the loop: catch it up from its last
+        delivered id, holding what arrives live meanwhile."""
         self._loop = asyncio.get_running_loop()
         with self._hub._lock:
-            for group, tail in self._tails.items():
-                if tail.last is not None and tail.held is None:
-                    tail.held = []
-                    self._spawn(self._catch_up(group, tail))
+            tail = self._tails.get(group)
+            if tail is not None and tail.last is not None and tail.held is None:
+                tail.held = []
+                self._spawn(self._catch_up(group, tail))
 
     def _spawn(self, coroutine: Any, channel: Recipient | None = None) -> None:
         """Start a task on the relay's loop, from any thread."""
@@ -184,6 +188,9 @@ class SharedHistory:
 
     async def _replay(self, group: str, channel: Recipient, since: str | None) -> None:
         """Read a resuming member's replay, then send it what it missed, in order."""
+        # Broadcasts added from the moment the group's subscription is confirmed reach
+        # this process live; read the replay after that, so none falls in between.
+        await self._relay.wait_watched(group)
         stream = self._relay.stream_key(group)
         size = self._relay.history
         replay: Replay = await self._read(

@@ -15,8 +15,8 @@ What Redis holds (`P` is the hub's channel prefix, `cello:hub:` by default):
   expiring `ttl` s after the last refresh.
 * `P presence:processes` (set): the processes that own members, for the sweep.
 * `P presence:seq`: a counter. Every change increments it and is published with its
-  number on the group's pub/sub channel (the one broadcasts use, kind `p`), so a process
-  that reads the changes in order notices when it missed one.
+  number on the presence's pub/sub channel (`P` itself, kind `p`), which every process
+  follows, so a process that reads the changes in order notices when it missed one.
 
 Every change is one Lua script, so a change and its event happen together, and two
 processes sweeping the same dead process cannot both announce its members' leaving.
@@ -147,8 +147,7 @@ local function alive(process) return P .. 'presence:alive:' .. process end
 local function owned(process) return P .. 'presence:owned:' .. process end
 local function announce(field, body)
   local seq = redis.call('INCR', P .. 'presence:seq')
-  local group = string.match(field, '^[^ ]* (.*)$')
-  redis.call('PUBLISH', P .. group, head .. seq .. ' ' .. body)
+  redis.call('PUBLISH', P, head .. seq .. ' ' .. body)
 end
 local function add(process, field, record)
   redis.call('SADD', owned(process), field)

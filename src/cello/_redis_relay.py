@@ -1,10 +1,16 @@
 """Relays hub broadcasts between processes over Redis pub/sub.
 
 Each process publishes its broadcasts to one Redis channel per group (`prefix + group`) and
-subscribes to them all with one pattern; it skips its own messages (they carry its
+subscribes to the channels of the groups it has members in (`watch`/`unwatch`, kept in
+step by a task beside the reader), so what a process receives grows with its own groups,
+not with every group of the deployment. The presence's changes travel on one channel of
+their own, the prefix itself (no group's channel is named that: a group name is never
+empty), which every process follows. A process skips its own broadcasts (they carry its
 origin id), since its hub already delivered them to its members. So a message reaches
 every member exactly once while Redis is up, and in the order one publisher sent it:
-publishing goes through one task in order, and Redis keeps a connection's order.
+publishing goes through one task in order, and Redis keeps a connection's order. A group
+joined here receives from the moment Redis confirms its subscription (`wait_watched`),
+a Redis round trip after the first member joined.
 
 Outages: nothing is raised into handlers. The publisher keeps up to `max_pending`
 broadcasts while Redis is slow or unreachable and sends them after it reconnects (older ones are
@@ -30,8 +36,10 @@ every process must see to notice a gap.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
+import threading
 import time
 import uuid
 from collections import deque
@@ -149,6 +157,17 @@ class RedisRelay:
         self.history_ttl = history_ttl
         self._deliver = deliver
         self._deliver_numbered: Callable[[str, str, bytes, bytes, int], bool] | None = None
+        self._on_group_subscribed: Callable[[str], None] | None = None
+        #: The group channels to follow (groups with members here), from any thread.
+        self._groups: set[bytes] = set()
+        self._groups_lock = threading.Lock()
+        self._changed: asyncio.Event | None = None  # set (on the loop) when they change
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: The group channels confirmed in the current subscription (changed on the
+        #: loop, under `_groups_lock` with `_groups`), and who waits for one
+        #: (`wait_watched`, on the loop).
+        self._confirmed: set[bytes] = set()
+        self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         self._added_key = self.prefix + b"added:" + self.origin.hex().encode()
         self._seq = 0  # the last number given to a broadcast (by the publisher task)
         self._on_presence: Callable[[bytes], None] | None = None
@@ -172,11 +191,17 @@ class RedisRelay:
         self._last_drop_warning = -DROP_WARNING_INTERVAL
         self._last_skip_warning = -DROP_WARNING_INTERVAL
 
-    def set_history(self, deliver: Callable[[str, str, bytes, bytes, int], bool]) -> None:
+    def set_history(
+        self,
+        deliver: Callable[[str, str, bytes, bytes, int], bool],
+        group_subscribed: Callable[[str], None],
+    ) -> None:
         """With `history`: broadcasts come back with their stream id, this process's own
         too, to `deliver(group, id, kind, body, token)` on the event loop (`token`: the
-        one `publish` was given, for this process's own; else 0)."""
+        one `publish` was given, for this process's own; else 0); `group_subscribed(group)`
+        is called, on the loop, each time a group's subscription is confirmed."""
         self._deliver_numbered = deliver
+        self._on_group_subscribed = group_subscribed
 
     def stream_key(self, group: str) -> bytes:
         """The Redis key of a group's stream."""
@@ -230,6 +255,8 @@ class RedisRelay:
         self._subscriber_outage = Outage()
         self._mailbox = Mailbox(asyncio.get_running_loop())
         self._subscribed = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
         publisher = asyncio.create_task(
             self._publish_forever(self._mailbox), name="cello-hub-publish"
         )
@@ -488,17 +515,24 @@ class RedisRelay:
             try:
                 client = self.client()
                 pubsub = client.pubsub()
-                await pubsub.psubscribe(self.prefix + b"*")
+                with self._groups_lock:
+                    self._confirmed.clear()
+                # The presence channel first: with one channel subscribed, redis-py sends
+                # no health check whose reply the reader could take.
+                await pubsub.subscribe(self.prefix)
                 heard = [loop.time()]
-                reader = asyncio.create_task(self._read(pubsub, heard))
-                watchdog = asyncio.create_task(self._watch(pubsub, heard))
+                tasks = (
+                    asyncio.create_task(self._read(pubsub, heard)),
+                    asyncio.create_task(self._watch(pubsub, heard)),
+                    asyncio.create_task(self._follow_groups(pubsub)),
+                )
                 try:
-                    await asyncio.wait((reader, watchdog), return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 finally:
-                    for task in (reader, watchdog):
+                    for task in tasks:
                         task.cancel()
-                    await asyncio.gather(reader, watchdog, return_exceptions=True)
-                for task in (reader, watchdog):
+                    await asyncio.gather(*tasks, return_exceptions=True)
+                for task in tasks:
                     error = None if task.cancelled() else task.exception()
                     if error is not None:
                         raise error
@@ -532,6 +566,86 @@ class RedisRelay:
                     await _close(client)
             await self._subscriber_outage.backoff()
 
+    # ----------------------------------------------------------------- groups followed
+
+    def watch(self, group: str) -> None:
+        """Receive `group`'s broadcasts from now on (it has a member here); any thread."""
+        with self._groups_lock:
+            self._groups.add(self.prefix + group.encode())
+        self._groups_changed()
+
+    def unwatch(self, group: str) -> None:
+        """Stop receiving `group`'s broadcasts (its last member here left); any thread."""
+        with self._groups_lock:
+            self._groups.discard(self.prefix + group.encode())
+        self._groups_changed()
+
+    def _groups_changed(self) -> None:
+        changed, loop = self._changed, self._loop
+        if changed is None or loop is None:
+            return  # not running: the subscription will read the set when it starts
+        with contextlib.suppress(RuntimeError):  # a closed loop: nothing follows groups
+            loop.call_soon_threadsafe(changed.set)
+
+    async def _follow_groups(self, pubsub: Any) -> None:
+        """Keep the subscription's channels the groups with members here (one task per
+        subscription, beside the reader: subscribing only sends, the reader reads)."""
+        changed = self._changed
+        assert changed is not None
+        subscribed: set[bytes] = set()
+        while True:
+            changed.clear()
+            with self._groups_lock:
+                wanted = set(self._groups)
+            if wanted - subscribed:
+                await pubsub.subscribe(*(wanted - subscribed))
+            if subscribed - wanted:
+                gone = subscribed - wanted
+                with self._groups_lock:
+                    self._confirmed.difference_update(gone)
+                await pubsub.unsubscribe(*gone)
+            subscribed = wanted
+            await changed.wait()
+
+    def _confirm(self, channel: bytes) -> None:
+        """Redis confirmed a subscription (on the loop): the presence channel's, or a
+        group's, whose broadcasts reach this process from now on."""
+        if channel == self.prefix:
+            self._on_subscribed()
+            return
+        with self._groups_lock:
+            self._confirmed.add(channel)
+        for waiter in self._waiters.pop(channel, ()):
+            if not waiter.done():
+                waiter.set_result(None)
+        if self._on_group_subscribed is not None:
+            self._on_group_subscribed(channel[len(self.prefix) :].decode(errors="replace"))
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop the relay runs on, once started."""
+        return self._loop
+
+    def watching(self, group: str) -> bool:
+        """Whether `group`'s broadcasts reach this process now (its subscription is
+        confirmed); any thread."""
+        with self._groups_lock:
+            return self.prefix + group.encode() in self._confirmed
+
+    @property
+    def following_all(self) -> bool:
+        """Whether every group with members here has its subscription confirmed."""
+        with self._groups_lock:
+            return self._groups <= self._confirmed
+
+    async def wait_watched(self, group: str) -> None:
+        """Wait until this process receives `group`'s broadcasts (after `watch`)."""
+        channel = self.prefix + group.encode()
+        while channel not in self._confirmed:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.setdefault(channel, []).append(waiter)
+            await waiter
+
     def _on_subscribed(self) -> None:
         assert self._subscribed is not None
         self._subscribed.set()
@@ -563,14 +677,14 @@ class RedisRelay:
             # meanwhile, and a message that fails every time would restart it every time.
             try:
                 kind = message["type"]
-                if kind == "pmessage":
+                if kind == "message":
                     if received(message["channel"], message["data"]):
                         # Some member here is getting behind: let the writers run before
                         # the next message (redis-py returns what it has buffered without
                         # waiting, so a burst would otherwise be queued all at once).
                         await asyncio.sleep(0)
-                elif kind == "psubscribe":
-                    self._on_subscribed()
+                elif kind == "subscribe":
+                    self._confirm(message["channel"])
             except Exception:
                 self.skipped += 1
                 if self._may_report_skip():

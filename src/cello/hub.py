@@ -40,7 +40,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Generator, Iterable
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from starlette.types import Message
@@ -232,8 +232,8 @@ class Hub:
             if history:
                 from ._hub_history import SharedHistory
 
-                self._shared = SharedHistory(self, relay)
-                relay.set_history(self._deliver_numbered)
+                self._shared = shared = SharedHistory(self, relay)
+                relay.set_history(self._deliver_numbered, shared.group_subscribed)
 
     @classmethod
     def from_setting(cls, hub: str | Hub | None) -> Hub:
@@ -267,8 +267,15 @@ class Hub:
         presence: bool = False,
         resumable: bool = False,
         since: str | None = None,
-    ) -> None:
+    ) -> Joined:
         """Add `ws` to `group` (joining twice does nothing). It leaves when it closes.
+
+        On Redis, a process receives the broadcasts of the groups it has members in: the
+        first member of a group here subscribes to it, and other processes' broadcasts
+        reach the group here once Redis has confirmed that (a round trip). From a sync
+        handler `join` waits for that (up to `connect_timeout`, and not during an outage,
+        when nothing is received anyway); an `async def` handler awaits what it returns,
+        `await app.hub.join(...)`, to wait the same way.
 
         Args:
             member: What `members(group)` lists for this connection: any JSON value (a
@@ -296,6 +303,32 @@ class Hub:
                 `resumable` on a hub that keeps no history.
         """
         self._join(group, _channel_of(ws), member, presence, resumable, since)
+        return self._until_watched(group)
+
+    def _until_watched(self, group: str) -> Joined:
+        """Wait until other processes' broadcasts to `group` reach this one, or hand the
+        wait to an `async def` caller (see `join`)."""
+        relay = self._relay
+        if relay is None or relay.watching(group) or not relay.subscribed:
+            return _JOINED
+        loop = relay.loop
+        if loop is None:
+            return _JOINED
+        waiting = _wait_watched(relay, group, self.connect_timeout)
+        if current_handler() is not None:
+            await_(waiting)  # a greenlet handler: waits on the loop
+            return _JOINED
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            return Joined(loop.create_task(waiting))  # an async handler awaits it
+        if running is not None:
+            waiting.close()  # another loop (a test's, an app's): cannot wait from there
+            return _JOINED
+        asyncio.run_coroutine_threadsafe(waiting, loop).result()  # a worker thread
+        return _JOINED
 
     def _join(
         self,
@@ -324,7 +357,10 @@ class Hub:
             seat = seats[group] = _Seat(
                 f"{self._process}.{next(self._ids)}", presence, resumable, listed
             )
-            self._groups[group] = (*self._groups.get(group, ()), channel)
+            members = self._groups.get(group, ())
+            if not members and self._relay is not None:
+                self._relay.watch(group)
+            self._groups[group] = (*members, channel)
             if presence:
                 self._watchers[group] = (*self._watchers.get(group, ()), channel)
             told = _Told()
@@ -375,6 +411,8 @@ class Hub:
             self._groups[group] = members
         else:
             self._groups.pop(group, None)
+            if self._relay is not None:
+                self._relay.unwatch(group)
         if seat.watching:
             watchers = tuple(m for m in self._watchers.get(group, ()) if m is not channel)
             if watchers:
@@ -784,8 +822,10 @@ class Hub:
     @property
     def connected(self) -> bool:
         """Whether broadcasts from other processes reach this one now (the Redis
-        subscription is up); always true for the in-memory hub. Fit for a health check."""
-        return self._relay is None or self._relay.subscribed
+        subscription is up, for every group with members here); always true for the
+        in-memory hub. Fit for a health check."""
+        relay = self._relay
+        return relay is None or (relay.subscribed and relay.following_all)
 
     @property
     def running(self) -> bool:
@@ -806,6 +846,38 @@ def _sse_event(text: str) -> SseEvent:
         return SseEvent(value["binary"], event="binary", id=value["id"])
     data = value["data"]
     return SseEvent(data if isinstance(data, str) else json.dumps(data), id=value["id"])
+
+
+class Joined:
+    """What `Hub.join` returns: awaitable, for an `async def` handler to wait until other
+    processes' broadcasts reach the new member (`await app.hub.join(...)`); a sync
+    handler's `join` has waited already, and awaiting this returns at once."""
+
+    __slots__ = ("_task",)
+
+    def __init__(self, task: asyncio.Task[None] | None = None) -> None:
+        self._task = task
+
+    def __await__(self) -> Generator[Any, None, None]:
+        if self._task is not None:
+            yield from self._task.__await__()
+
+
+_JOINED: Final = Joined()
+
+
+async def _wait_watched(relay: RedisRelay, group: str, timeout: float) -> None:
+    """Wait for `group`'s subscription (never raises: past `timeout` it is logged)."""
+    try:
+        async with asyncio.timeout(timeout):
+            await relay.wait_watched(group)
+    except TimeoutError:
+        logger.warning(
+            "Hub: Redis has not confirmed the subscription to %r within %.0f s; its "
+            "broadcasts from other processes reach this one once it does",
+            group,
+            timeout,
+        )
 
 
 def _check_group(group: str) -> None:
