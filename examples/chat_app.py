@@ -1,17 +1,20 @@
 """A chat app: rooms, nicknames, join/leave notices and a member list, on the hub.
 
-The app serves its own page (`static/chat.html`, with `chat.js` and `chat.css`). The page
-asks for a nickname and opens `ws://…/ws/rooms/{room}?nick=…&client=…`; every message and
-notice of a room goes to its members as one `app.hub.broadcast`. When the socket drops
-(the server restarts, the network blinks), the page reconnects with growing delays and
-joins again under the same nickname.
+The app serves its own page (`static/chat.html`, with `chat.js` and `chat.css`) and cello's
+browser client (`app.enable_client()`: `/cello.js`). The page asks for a nickname and
+opens `ws://…/ws/rooms/{room}?nick=…&client=…`; every message and notice of a room goes to
+its members as one `app.hub.broadcast`. When the socket drops (the server restarts, the
+network blinks), the browser client reconnects with growing delays and the page joins
+again under the same nickname.
 
 Run: python examples/chat_app.py   (or: uvicorn examples.chat_app:app)
 Then open http://127.0.0.1:8000/ in two browser tabs.
 
 The protocol, all JSON text messages:
 
-* client → server: `{"type": "message", "text": "..."}`.
+* client → server: `{"type": "message", "data": {"text": "..."}}` (what the page's
+  browser client, `/cello.js`, sends with `send("message", {text})`), or
+  `{"type": "message", "text": "..."}`.
 * server → client: `welcome` (to the newcomer: `room`, `nick`, `members`), then `joined`
   and `left` (`nick`) and `message` (`nick`, `text`, `time` in ms since the epoch) as
   they happen, and `error` (to one client; after a bad message the connection stays
@@ -39,6 +42,7 @@ from pathlib import Path
 from cello import App, ConnectionClosed, Response
 
 app = App()
+app.enable_client()  # GET /cello.js: the page's connection
 STATIC = Path(__file__).parent / "static"
 #: Content types not left to a guess (`mimetypes` reads the system's tables).
 TYPES = {".js": "text/javascript", ".css": "text/css"}
@@ -111,7 +115,8 @@ def read_text(msg):
         return None, "messages are JSON text"
     if not isinstance(message, dict) or message.get("type") != "message":
         return None, 'send {"type": "message", "text": "..."}'
-    text = message.get("text")
+    data = message.get("data")  # cello.js sends {"type", "data"}; a plain client may not
+    text = data.get("text") if isinstance(data, dict) else message.get("text")
     if not isinstance(text, str) or not text.strip():
         return None, "a message needs some text"
     if len(text) > MAX_TEXT:
@@ -170,6 +175,10 @@ def chat(ws, request):
             ws.send_json({"type": "error", "error": error})
             ws.close(REFUSED, error)
             return
+        # With the hub on Redis, other processes' messages reach a room's first member
+        # here once Redis confirms the subscription: wait for that, outside the lock (a
+        # thread's `join` has waited already; a greenlet waits only where it asks to).
+        app.hub.join(room, ws).wait()
         for msg in ws:
             text, problem = read_text(msg)
             if problem is not None:

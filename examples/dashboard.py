@@ -2,7 +2,8 @@
 
 A background thread samples the server's metrics twice a second and pushes them to every
 WebSocket client with plain `send_text` calls; the same figures stream as named SSE
-events to browsers following `/events` with `EventSource`. The page at `/` shows both.
+events to browsers following `/events` with `EventSource`. The page at `/` shows both; its
+WebSocket is cello's browser client (`/cello.js`), which reconnects by itself.
 
 Run: python examples/dashboard.py   (or: uvicorn examples.dashboard:app)
 Then open http://127.0.0.1:8000/
@@ -19,6 +20,7 @@ from cello import App, ConnectionClosed, Response
 from cello.sse import SseEvent
 
 app = App()
+app.enable_client()  # GET /cello.js, for the page's WebSocket
 PAGE = Path(__file__).parent / "static" / "dashboard.html"
 INTERVAL = 0.5
 

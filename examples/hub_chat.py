@@ -20,7 +20,7 @@ ROOM = "chat"
 
 @app.websocket("/ws/chat")
 def chat(ws):
-    app.hub.join(ROOM, ws)
+    app.hub.join(ROOM, ws).wait()  # on Redis: until other processes' messages reach it
     online = app.hub.count(ROOM)  # the whole room, every process's members on Redis
     ws.send_json({"type": "system", "message": "Welcome to the chat!", "users_online": online})
     app.hub.broadcast(

@@ -108,10 +108,13 @@ def test_the_app_serves_its_page_and_assets(port: int) -> None:
         assert home.headers["location"] == "/rooms/lobby"
         page = http.get("/rooms/lobby")
         assert page.headers["content-type"].startswith("text/html")
-        assert '<script src="../static/chat.js"' in page.text
+        assert '<script type="module" src="../static/chat.js"' in page.text
         script = http.get("/static/chat.js")
         assert script.headers["content-type"].startswith("text/javascript")
-        assert "new WebSocket" in script.text
+        assert 'import { connect } from "../cello.js"' in script.text
+        client = http.get("/cello.js")  # the browser client the page imports
+        assert client.headers["content-type"].startswith("text/javascript")
+        assert "new WebSocket" in client.text
         assert http.get("/static/chat.css").headers["content-type"].startswith("text/css")
         assert http.get("/static/chat_app.py").status_code == 404
         assert http.get("/rooms/no%20spaces").status_code == 404

@@ -80,7 +80,7 @@ def joining_app(url: str) -> App:
 
     @app.websocket("/ws/{group}")
     def joiner(ws: WebSocket, request: Request) -> None:
-        app.hub.join(request.params["group"], ws)
+        app.hub.join(request.params["group"], ws).wait()
         ws.send_text("joined")
         for _ in ws:
             pass
@@ -630,7 +630,7 @@ def test_a_burst_from_another_process_reaches_every_member(redis: RedisServer) -
 
     @app.websocket("/member", runner="greenlet")
     def member(ws: WebSocket) -> None:
-        app.hub.join("room", ws)
+        app.hub.join("room", ws).wait()
         ws.send_text("joined")
         for _ in ws:
             pass
@@ -666,7 +666,7 @@ def test_a_process_subscribes_to_the_groups_it_has_members_in(
 
     @app.websocket("/ws/{group}")
     def joiner(ws: WebSocket, request: Request) -> None:
-        app.hub.join(request.params["group"], ws)
+        app.hub.join(request.params["group"], ws).wait()  # a greenlet waits when it asks
         ws.send_text("joined")
         for _ in ws:
             pass

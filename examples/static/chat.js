@@ -1,11 +1,10 @@
-// The chat page: join a room with a nickname, show its messages and members, and
-// reconnect with growing delays whenever the socket drops.
-"use strict";
+// The chat page: join a room with a nickname, show its messages and members. The
+// connection is cello's browser client (`/cello.js`): it reconnects with growing delays
+// whenever the socket drops, and stops for the app's own close codes (4000-4999).
+import { connect } from "../cello.js";
 
 const REFUSED = 4000;   // the server refused the room or nickname: ask again
 const REPLACED = 4001;  // a newer connection of this page took over: stay quiet
-const FIRST_DELAY_MS = 500;
-const MAX_DELAY_MS = 8000;
 
 const $ = (id) => document.getElementById(id);
 const room = decodeURIComponent(location.pathname.split("/").filter(Boolean).pop() || "lobby");
@@ -17,7 +16,6 @@ sessionStorage.setItem("chat-client", client);
 
 let nick = new URLSearchParams(location.search).get("nick") || sessionStorage.getItem("chat-nick");
 if (nick) sessionStorage.setItem("chat-nick", nick);
-let socket = null;
 let attempts = 0;   // failed connections since the last welcome
 let joinedOnce = false;
 const members = new Set();  // the welcome's list, kept up to date by the notices
@@ -64,8 +62,7 @@ function showMembers() {
   }));
 }
 
-function receive(event) {
-  const data = JSON.parse(event.data);
+function receive(data) {
   switch (data.type) {
     case "welcome":
       attempts = 0;
@@ -100,36 +97,30 @@ function receive(event) {
   }
 }
 
-function connect() {
-  const url = new URL(`../ws/rooms/${encodeURIComponent(room)}`, location.href);
-  url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
-  url.search = new URLSearchParams({ nick, client }).toString();
-  setState("connecting", attempts ? `reconnecting (attempt ${attempts + 1})…` : "connecting…");
-  const ws = new WebSocket(url);
-  socket = ws;
-  ws.onmessage = receive;
-  ws.onclose = (event) => {
-    if (socket !== ws) return;   // an older socket we already gave up on
-    socket = null;
-    if (event.code === REFUSED) {
+let chat = null;     // the cello.js client: it reconnects by itself, with backoff and jitter
+
+function connectChat() {
+  setState("connecting", "connecting…");
+  chat = connect(`../ws/rooms/${encodeURIComponent(room)}`, {
+    params: { nick, client },
+    backoff: { initial: 500, max: 8000 },
+  });
+  chat.on("message", ({ data }) => receive(data));
+  chat.on("close", ({ code, reason, reconnect, delay }) => {
+    if (code === REFUSED) {           // 4000-4999: cello.js does not reconnect
       setState("offline", "not joined");
-      askForNick(event.reason || "That nickname cannot join.");
-    } else if (event.code === REPLACED) {
+      askForNick(reason || "That nickname cannot join.");
+    } else if (code === REPLACED) {
       setState("offline", "opened in another tab");
       notice("This chat continues in another tab.");
+    } else if (reconnect) {
+      attempts += 1;
+      if (attempts === 1 && joinedOnce) notice("Connection lost; reconnecting…");
+      setState("reconnecting", `reconnecting in ${(delay / 1000).toFixed(1)} s…`);
     } else {
-      retry();
+      setState("offline", `disconnected (${code})`);
     }
-  };
-}
-
-function retry() {
-  // 0.5 s, 1 s, 2 s, ... up to 8 s, each within ±20 % so many pages don't return at once.
-  const delay = Math.min(MAX_DELAY_MS, FIRST_DELAY_MS * 2 ** attempts) * (0.8 + Math.random() * 0.4);
-  attempts += 1;
-  if (attempts === 1 && joinedOnce) notice("Connection lost; reconnecting…");
-  setState("reconnecting", `reconnecting in ${(delay / 1000).toFixed(1)} s…`);
-  setTimeout(connect, delay);
+  });
 }
 
 function askForNick(error) {
@@ -145,14 +136,14 @@ $("join-form").addEventListener("submit", (event) => {
   sessionStorage.setItem("chat-nick", nick);
   $("join").hidden = true;
   attempts = 0;
-  connect();
+  connectChat();
 });
 
 $("composer").addEventListener("submit", (event) => {
   event.preventDefault();
   const text = $("text").value;
-  if (!text.trim() || !socket || socket.readyState !== WebSocket.OPEN) return;
-  socket.send(JSON.stringify({ type: "message", text }));
+  if (!text.trim() || chat === null || !chat.connected) return;
+  chat.send("message", { text });
   $("text").value = "";
 });
 
@@ -164,4 +155,4 @@ $("room-form").addEventListener("submit", (event) => {
 $("room-name").textContent = room;
 $("join-room").textContent = room;
 document.title = `#${room} · cello chat`;
-if (nick) connect(); else askForNick();
+if (nick) connectChat(); else askForNick();

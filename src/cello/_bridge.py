@@ -663,9 +663,17 @@ class Channel:
         A close from the app's side (another thread, shutdown) interrupts the wait, which
         then returns `None` at once, as a thread's `recv` does, instead of waiting for the
         client to answer the close frame.
+
+        If a broadcast from this thread found a member getting behind (`note_behind`),
+        the loop runs once first: a handler relaying messages its client already sent
+        never waits otherwise (the server's `receive` returns them at once), and the
+        members' writers, on this same loop, could not catch up.
         """
         if self.state is not _OPEN:
             return None
+        if _behind.noted:
+            _behind.noted = False
+            await asyncio.sleep(0)
         reader = asyncio.current_task()
         self._reader = reader
         try:
@@ -773,6 +781,27 @@ class Recipient(Protocol):
     def check_open(self) -> None: ...
     def _wake_writer(self) -> None: ...
     def _on_loop(self, callback: Callable[..., Any], *args: Any) -> None: ...
+
+
+class _Behind(threading.local):
+    """Per thread: whether a broadcast from it found a member getting behind since the
+    thread's last `arecv` (only event loop threads ever read it)."""
+
+    noted = False
+
+
+_behind = _Behind()
+
+
+def note_behind() -> None:
+    """A broadcast from this thread left some member more than `OUTBOX_LIMIT` behind: on
+    an event loop's thread, its next `arecv` lets the loop run first.
+
+    Not here: yielding inside the broadcast of a greenlet handler could park it while it
+    holds one of the app's locks, and deadlock every other handler of the loop that takes
+    that lock; `recv` is a wait already.
+    """
+    _behind.noted = True
 
 
 def wake_writers(channels: Sequence[Recipient]) -> None:

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from starlette.types import Message
 
-from ._bridge import Queued, Recipient, wake_writers
+from ._bridge import Queued, Recipient, note_behind, wake_writers
 from ._events import broadcast_event
 from ._greenlets import await_, current_handler
 from ._history import History, envelope_text, marker_text
@@ -272,10 +272,12 @@ class Hub:
 
         On Redis, a process receives the broadcasts of the groups it has members in: the
         first member of a group here subscribes to it, and other processes' broadcasts
-        reach the group here once Redis has confirmed that (a round trip). From a sync
-        handler `join` waits for that (up to `connect_timeout`, and not during an outage,
+        reach the group here once Redis has confirmed that (a round trip). A thread
+        handler's `join` waits for that (up to `connect_timeout`; not during an outage,
         when nothing is received anyway); an `async def` handler awaits what it returns,
-        `await app.hub.join(...)`, to wait the same way.
+        `await app.hub.join(...)`, and a greenlet handler calls its `.wait()`, to wait
+        the same way (a greenlet does not wait inside `join`: it may hold a lock that
+        other handlers on its loop need).
 
         Args:
             member: What `members(group)` lists for this connection: any JSON value (a
@@ -316,8 +318,9 @@ class Hub:
             return _JOINED
         waiting = _wait_watched(relay, group, self.connect_timeout)
         if current_handler() is not None:
-            await_(waiting)  # a greenlet handler: waits on the loop
-            return _JOINED
+            # A greenlet handler waits only when it asks (`.wait()`): parked here it
+            # could hold one of the app's locks that other handlers of the loop need.
+            return Joined(loop.create_task(waiting))
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
@@ -567,12 +570,12 @@ class Hub:
                 is affected.
             TypeError: `message` is of another type.
         """
-        if self._broadcast(group, message, exclude) and current_handler() is not None:
+        if self._broadcast(group, message, exclude):
             # A greenlet handler runs on the loop's thread: while it runs, no writer can
             # send. Looping over messages its client already sent (`recv` then returns
             # without waiting) it would queue broadcasts until members were dropped as too
-            # slow; one round of the loop lets every writer that can send catch up.
-            await_(asyncio.sleep(0))
+            # slow: its next `recv` lets the loop run once first.
+            note_behind()
 
     async def abroadcast(
         self,
@@ -849,9 +852,13 @@ def _sse_event(text: str) -> SseEvent:
 
 
 class Joined:
-    """What `Hub.join` returns: awaitable, for an `async def` handler to wait until other
-    processes' broadcasts reach the new member (`await app.hub.join(...)`); a sync
-    handler's `join` has waited already, and awaiting this returns at once."""
+    """What `Hub.join` returns, to wait until other processes' broadcasts reach the new
+    member (on Redis, a round trip after a group's first member here joins).
+
+    An `async def` handler awaits it (`await app.hub.join(...)`); a greenlet handler calls
+    `.wait()` (where it holds no lock other handlers need); a thread handler's `join` has
+    waited already. In memory, or once subscribed, both return at once.
+    """
 
     __slots__ = ("_task",)
 
@@ -861,6 +868,19 @@ class Joined:
     def __await__(self) -> Generator[Any, None, None]:
         if self._task is not None:
             yield from self._task.__await__()
+
+    def wait(self) -> None:
+        """Wait from a sync handler (see the class).
+
+        Raises:
+            RuntimeError: called in an `async def` handler, which awaits it instead.
+        """
+        task = self._task
+        if task is None or task.done():
+            return
+        if current_handler() is None:
+            raise RuntimeError("in an async def handler, await what join() returns")
+        await_(task)
 
 
 _JOINED: Final = Joined()

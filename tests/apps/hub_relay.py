@@ -15,7 +15,7 @@ app = App()
 @app.websocket("/ws/{group}")
 def member(ws: WebSocket, request: Request) -> None:
     group = request.params["group"]
-    app.hub.join(group, ws)
+    app.hub.join(group, ws).wait()  # other processes' broadcasts reach it from here
     ws.send_json({"pid": os.getpid(), "backend": app.hub.backend})
     for msg in ws:
         app.hub.broadcast(group, msg.text or "")
