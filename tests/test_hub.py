@@ -13,6 +13,7 @@ import queue
 import threading
 import time
 
+import greenlet
 import pytest
 from websockets.sync.client import connect
 
@@ -372,3 +373,60 @@ def test_a_loop_handler_broadcasting_its_clients_backlog_lets_members_keep_up(
         ]
 
     asyncio.run(asyncio.wait_for(scenario(), WAIT))
+
+
+def test_a_greenlet_handler_never_parks_inside_broadcast() -> None:
+    """A greenlet handler broadcasting under one of the app's locks while a member is far
+    behind: `broadcast` used to park it to let the loop run, lock held, and the next
+    handler taking the lock would block the loop for good. It never switches away now;
+    its next `recv` lets the loop run instead."""
+    app = App(hub=Hub(max_queue=1000))
+    lock = threading.Lock()
+    switched_in_broadcast: list[bool] = []
+
+    @app.websocket("/member", runner="greenlet")
+    def member(ws: WebSocket) -> None:
+        app.hub.join("room", ws)
+        ws.send_text("joined")
+        for _ in ws:
+            pass
+
+    @app.websocket("/publish", runner="greenlet")
+    def publish(ws: WebSocket) -> None:
+        me = greenlet.getcurrent()
+        switches: list[object] = []
+
+        def trace(event: str, args: tuple[object, object]) -> None:
+            if args[0] is me:  # switching away from this handler
+                switches.append(event)
+
+        previous = greenlet.settrace(trace)
+        try:
+            with lock:
+                for i in range(200):  # the member's writer is stuck: it falls behind
+                    app.hub.broadcast("room", str(i))
+        finally:
+            greenlet.settrace(previous)
+        switched_in_broadcast.append(bool(switches))
+
+    async def scenario() -> None:
+        reader = BufferedClient("/member", [])
+        stuck = asyncio.Event()
+        send = reader.send
+
+        async def slow_send(event: dict[str, object]) -> None:
+            await send(event)
+            if event["type"] == "websocket.send" and event.get("text") != "joined":
+                await stuck.wait()  # the client stopped reading
+
+        reading = asyncio.create_task(app(reader.scope, reader.receive, slow_send))
+        await reader.wait_for_texts(1)
+        publisher = BufferedClient("/publish", [])
+        publisher.leave.set()
+        await app(publisher.scope, publisher.receive, publisher.send)
+        stuck.set()
+        reader.leave.set()
+        await reading
+
+    asyncio.run(asyncio.wait_for(scenario(), WAIT))
+    assert switched_in_broadcast == [False]

@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import signal
+import threading
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -705,6 +706,52 @@ def test_a_process_subscribes_to_the_groups_it_has_members_in(
                 await asyncio.sleep(0.02)
         finally:
             await other_process.aclose()
+
+    with ThreadServer(app, ws="websockets-sansio") as server:
+        asyncio.run(scenario(server.url("")))
+
+
+def test_a_greenlet_joining_under_the_apps_lock_never_blocks_the_loop(
+    redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Greenlet handlers that join under one of the app's locks (as the chat example
+    does): `join` used to park the greenlet, lock held, until Redis confirmed the
+    group's subscription; the next handler taking the lock then blocked the loop, so
+    the confirmation never came. Here confirmations are held back until the second
+    handler is through: with `join` waiting, that never happens."""
+    app = App(hub=redis.url, websocket_runner="greenlet")
+    lock = threading.Lock()
+    release = threading.Event()
+    confirm = _redis_relay.RedisRelay._confirm
+
+    def held_confirm(self: _redis_relay.RedisRelay, channel: bytes) -> None:
+        if channel != self.prefix and not release.is_set():
+            asyncio.get_running_loop().call_later(0.05, held_confirm, self, channel)
+            return
+        confirm(self, channel)
+
+    monkeypatch.setattr(_redis_relay.RedisRelay, "_confirm", held_confirm)
+
+    @app.websocket("/ws/{group}")
+    def joiner(ws: WebSocket, request: Request) -> None:
+        with lock:
+            joined = app.hub.join(request.params["group"], ws)
+        ws.send_text("in")
+        joined.wait()  # outside the lock: waits for the confirmation here
+        ws.send_text("joined")
+        for _ in ws:
+            pass
+
+    async def scenario(url: str) -> None:
+        async with (
+            connect(url + "/ws/one", open_timeout=WAIT) as one,
+            connect(url + "/ws/two", open_timeout=WAIT) as two,
+        ):
+            assert await asyncio.wait_for(one.recv(), WAIT) == "in"
+            assert await asyncio.wait_for(two.recv(), WAIT) == "in"
+            release.set()
+            assert await asyncio.wait_for(one.recv(), WAIT) == "joined"
+            assert await asyncio.wait_for(two.recv(), WAIT) == "joined"
 
     with ThreadServer(app, ws="websockets-sansio") as server:
         asyncio.run(scenario(server.url("")))
