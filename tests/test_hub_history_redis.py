@@ -284,3 +284,34 @@ def test_a_process_without_history_is_delivered_plainly_and_named_once(
 
     asyncio.run(asyncio.wait_for(scenario(), WAIT * 3))
     assert caplog.text.count("keeps no history") == 1
+
+
+def test_an_sse_stream_resumes_on_another_process(redis: RedisServer) -> None:
+    """`hub.stream(group, since=Last-Event-ID)` on the shared history: an EventSource
+    that reconnects to another process gets what it missed from the stream."""
+    one, two = history_app(redis.url), history_app(redis.url)
+
+    async def scenario() -> None:
+        async with running(one, two):
+            stream = one.hub.stream("r")
+            joined = await anext(stream)
+            assert joined.event == "joined"
+            one.hub.broadcast("r", "a")
+            first = await anext(stream)
+            assert first.data == "a"
+            await stream.aclose()  # the browser goes away...
+            watcher = Member(two, "/resume/r")  # to know when both went through Redis
+            await watcher.received(1)
+            two.hub.broadcast("r", {"n": 2})
+            two.hub.broadcast("r", b"\x03")
+            await watcher.received(3)
+            resumed = two.hub.stream("r", since=first.id)  # ...and comes back elsewhere
+            events = [await anext(resumed) for _ in range(3)]
+            await resumed.aclose()
+            await watcher.leave()
+            assert json.loads(events[0].data) == {"n": 2}
+            assert events[1].event == "binary"
+            assert events[2].event == "joined"
+            assert events[2].id == events[1].id
+
+    asyncio.run(asyncio.wait_for(scenario(), WAIT * 3))
