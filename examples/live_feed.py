@@ -40,18 +40,25 @@ def feed(ws, request):
     while True:
         try:
             message = ws.recv_json()
+            if isinstance(message, dict) and message.get("type") == "post":
+                post_from_page(ws, message)
         except ValueError:
-            continue  # not JSON: not from the page
+            continue  # not JSON, or not a request (no `ack` number): not from the page
         except ConnectionClosed:
             break
-        if not isinstance(message, dict) or "ack" not in message:
-            continue
-        text = (message.get("data") or {}).get("text") if message.get("type") == "post" else None
-        if not isinstance(text, str) or not text.strip() or len(text) > MAX_TEXT:
-            ws.send_json(ack(message, error=f"a post is 1-{MAX_TEXT} characters of text"))
-            continue
-        app.hub.broadcast("feed", {"text": text})
-        ws.send_json(ack(message, {"posted": True}))
+
+
+def post_from_page(ws, message):
+    """A `post` request: broadcast it and answer (`ack` raises ValueError for a message
+    that is not a request)."""
+    data = message.get("data")
+    text = data.get("text") if isinstance(data, dict) else None
+    if not isinstance(text, str) or not text.strip() or len(text) > MAX_TEXT:
+        ws.send_json(ack(message, error=f"a post is 1-{MAX_TEXT} characters of text"))
+        return
+    answer = ack(message, {"posted": True})  # before broadcasting: a request, or nothing
+    app.hub.broadcast("feed", {"text": text})
+    ws.send_json(answer)
 
 
 @app.post("/feed")
