@@ -20,6 +20,7 @@ from cello import App, Request, Response, SseEvent, SseStream
 from cello.sse import SseResponse
 from cello.testing import TestClient
 from servers import ThreadServer
+from sse_parsing import sse_events
 
 
 def serve(handler: Callable[..., Any], path: str = "/", methods: tuple[str, ...] = ("GET",)) -> App:
@@ -32,18 +33,6 @@ def serve(handler: Callable[..., Any], path: str = "/", methods: tuple[str, ...]
 def call(app: ASGIApp, method: str = "GET", url: str = "/", **options: Any) -> httpx.Response:
     with TestClient(app) as client:
         return client.request(method, url, **options)
-
-
-def sse_events(text: str) -> list[dict[str, str]]:
-    """The events of an event-stream body, as dicts of their fields."""
-    events = []
-    for block in text.strip().split("\n\n"):
-        fields: dict[str, str] = {}
-        for line in block.splitlines():
-            name, _, value = line.partition(": ")
-            fields[name] = f"{fields[name]}\n{value}" if name in fields else value
-        events.append(fields)
-    return events
 
 
 # ------------------------------------------------------------------ the request

@@ -22,6 +22,7 @@ from websockets.sync.client import connect
 
 from cello import App, Blueprint, Response, SseEvent, SseStream, WebSocketMessage
 from servers import ThreadServer, wait_until
+from sse_parsing import sse_events
 
 WAIT = 5
 
@@ -34,21 +35,6 @@ def served(app: App) -> Iterator[httpx.Client]:
     ):
         client.ws_url = server.url  # type: ignore[attr-defined]
         yield client
-
-
-def sse_events(text: str) -> list[dict[str, str]]:
-    """The events of an event-stream body, as dicts of their fields."""
-    events = []
-    for block in text.strip().split("\n\n"):
-        fields: dict[str, str] = {}
-        for line in block.splitlines():
-            if line.startswith(":"):
-                continue
-            name, _, value = line.partition(": ")
-            fields[name] = f"{fields[name]}\n{value}" if name in fields else value
-        if fields:
-            events.append(fields)
-    return events
 
 
 # ----------------------------------------------------------------- the SSE page

@@ -11,7 +11,6 @@ import asyncio
 import base64
 import json
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -21,6 +20,7 @@ from cello import App, AsyncWebSocket, Request, Response, WebSocket
 from cello.hub import Hub
 from cello.testing import TestClient
 from servers import ThreadServer, wait_until
+from sse_parsing import read_events
 
 pytestmark = pytest.mark.usefixtures("websocket_runner")
 
@@ -230,20 +230,6 @@ def test_members_joining_while_a_thread_broadcasts_see_every_id_once_in_order() 
 
 def test_an_sse_stream_resumes_from_last_event_id() -> None:
     app = resumable_app()
-
-    def read_events(lines: Iterator[str], count: int) -> list[dict[str, str]]:
-        events: list[dict[str, str]] = []
-        event: dict[str, str] = {}
-        while len(events) < count:
-            line = next(lines)
-            if not line:
-                if event:
-                    events.append(event)
-                event = {}
-            elif not line.startswith(":"):
-                name, _, value = line.partition(": ")
-                event[name] = event[name] + "\n" + value if name in event else value
-        return events
 
     with ThreadServer(app) as server, httpx.Client(timeout=WAIT) as http:
         url = server.http_url("/rooms/r/events")
