@@ -326,6 +326,21 @@ def test_the_handler_of_a_member_the_hub_drops_gets_connection_closed() -> None:
             sock.close()
 
 
+def listening_room(hub: Hub) -> App:
+    """An app whose `/member` (a greenlet handler) joins "room", says `joined`, and only
+    listens: the members the loop-thread broadcasting tests watch."""
+    app = App(hub=hub)
+
+    @app.websocket("/member", runner="greenlet")
+    def member(ws: WebSocket) -> None:
+        app.hub.join("room", ws)
+        ws.send_text("joined")
+        for _ in ws:
+            pass
+
+    return app
+
+
 @pytest.mark.parametrize("handler", ["greenlet", "async"])
 def test_a_loop_handler_broadcasting_its_clients_backlog_lets_members_keep_up(
     handler: str,
@@ -334,15 +349,8 @@ def test_a_loop_handler_broadcasting_its_clients_backlog_lets_members_keep_up(
     (each `recv` returns at once), so the members' writers, on the same loop, could not
     run: they fell `max_queue` behind and were dropped as too slow (1008). The hub lets
     the loop run once some member gets behind."""
-    app = App(hub=Hub(max_queue=100))
+    app = listening_room(Hub(max_queue=100))
     total = 1000
-
-    @app.websocket("/member", runner="greenlet")
-    def member(ws: WebSocket) -> None:
-        app.hub.join("room", ws)
-        ws.send_text("joined")
-        for _ in ws:
-            pass
 
     if handler == "greenlet":
 
@@ -380,16 +388,9 @@ def test_a_greenlet_handler_never_parks_inside_broadcast() -> None:
     behind: `broadcast` used to park it to let the loop run, lock held, and the next
     handler taking the lock would block the loop for good. It never switches away now;
     its next `recv` lets the loop run instead."""
-    app = App(hub=Hub(max_queue=1000))
+    app = listening_room(Hub(max_queue=1000))
     lock = threading.Lock()
     switched_in_broadcast: list[bool] = []
-
-    @app.websocket("/member", runner="greenlet")
-    def member(ws: WebSocket) -> None:
-        app.hub.join("room", ws)
-        ws.send_text("joined")
-        for _ in ws:
-            pass
 
     @app.websocket("/publish", runner="greenlet")
     def publish(ws: WebSocket) -> None:

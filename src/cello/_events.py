@@ -40,6 +40,12 @@ def text_event(text: str) -> Message:
     return {"type": "websocket.send", "text": text}
 
 
+def notice_event(text: str) -> Message:
+    """A text message cello writes itself (the hub's presence and history notices, JSON
+    made with `json.dumps`'s ASCII escapes): nothing to check."""
+    return {"type": "websocket.send", "text": text}
+
+
 def binary_event(data: bytes | bytearray | memoryview) -> Message:
     """A binary message (a copy of `data`, so the caller may reuse its buffer)."""
     if not isinstance(data, bytes | bytearray | memoryview):

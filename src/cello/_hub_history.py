@@ -26,10 +26,8 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from starlette.types import Message
-
-from ._events import relayed_event
-from ._history import Entry, envelope_field, envelope_text, marker_text
+from ._events import notice_event, relayed_event
+from ._history import Entry, envelope_field, marker_text
 from ._redis_history import Replay, Stored, StreamId, after, parse_id, resume
 from ._redis_relay import FIRST_RETRY, LAST_RETRY
 
@@ -111,13 +109,7 @@ class SharedHistory:
                     skip.add(channel)
                 else:
                     del tail.floors[channel]
-        event = relayed_event(entry.kind, entry.body)
-        resumers = hub._resumers.get(group)
-        if resumers:
-            text = envelope_text(json.dumps(group), _entry(entry, event))
-            hub._queue(group, resumers, _text(text), frozenset(skip), told)
-            skip.update(resumers)
-        hub._queue(group, members, event, frozenset(skip), told)
+        hub._queue_numbered(group, members, _entry(entry), frozenset(skip), told)
 
     # ----------------------------------------------------------------- on the loop
 
@@ -203,22 +195,16 @@ class SharedHistory:
             kept = tail.waiting.pop(channel, None) if tail is not None else None
             if tail is None or kept is None:
                 return  # it left meanwhile
-            group_json = json.dumps(group)
-            to = (channel,)
-            if replay.gap:
-                hub._queue(group, to, _text(marker_text("gap", group_json)), frozenset(), told)
-            for entry in replay.entries:
-                hub._queue(group, to, _enveloped(group_json, entry), frozenset(), told)
+            entries = list(replay.entries)
             newest, at = parse_id(replay.at), replay.at
             for entry in kept:  # what came live while the replay was read
                 if newest is not None and entry.key <= newest:
                     continue  # in the replay already, or before `since`
-                hub._queue(group, to, _enveloped(group_json, entry), frozenset(), told)
+                entries.append(entry)
                 newest, at = entry.key, entry.id
             if newest is not None and (tail.last is None or newest > tail.last):
                 tail.floors[channel] = newest
-            joined = marker_text("joined", group_json, {"at": at})
-            hub._queue(group, to, _text(joined), frozenset(), told)
+            hub._queue_replay(group, channel, replay.gap, map(_entry, entries), at, told)
         hub._finish(told)
 
     async def _catch_up(self, group: str, tail: _Tail) -> None:
@@ -240,7 +226,7 @@ class SharedHistory:
             resumers = hub._resumers.get(group)
             if gap and resumers:
                 text = marker_text("gap", json.dumps(group))
-                hub._queue(group, resumers, _text(text), frozenset(), told)
+                hub._queue(group, resumers, notice_event(text), frozenset(), told)
             for entry in [*entries, *held]:
                 self._deliver(group, tail, entry, (), told)
         if gap:
@@ -266,14 +252,7 @@ class SharedHistory:
                 logger.debug("Hub: closing the history client failed", exc_info=True)
 
 
-def _entry(stored: Stored, event: Message) -> Entry:
+def _entry(stored: Stored) -> Entry:
+    """A broadcast read from Redis as the hub queues it (its number is not used)."""
+    event = relayed_event(stored.kind, stored.body)
     return Entry(0, stored.id, event, envelope_field(event, stored.kind == b"j"))
-
-
-def _enveloped(group_json: str, stored: Stored) -> Message:
-    """The event a resumable member is sent for a stored broadcast."""
-    return _text(envelope_text(group_json, _entry(stored, relayed_event(stored.kind, stored.body))))
-
-
-def _text(text: str) -> Message:
-    return {"type": "websocket.send", "text": text}

@@ -46,9 +46,9 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 from starlette.types import Message
 
 from ._bridge import Queued, Recipient, note_behind, wake_writers
-from ._events import broadcast_event
+from ._events import broadcast_event, notice_event
 from ._greenlets import await_, current_handler
-from ._history import History, envelope_text, marker_text
+from ._history import Entry, History, envelope_text, marker_text
 from ._hub_stream import StreamMember
 from ._presence import Record, member_json, owner_of
 from .sse import SseEvent
@@ -102,11 +102,6 @@ class _Told:
         self.wake: list[Recipient] = []
         self.too_slow: list[tuple[str, Recipient]] = []
         self.behind = False
-
-
-def _text_event(text: str) -> Message:
-    """A presence event: JSON text built by the hub, ASCII-only, so always encodable."""
-    return {"type": "websocket.send", "text": text}
 
 
 def _channel_of(ws: Connection) -> Recipient:
@@ -381,7 +376,7 @@ class Hub:
             if presence:
                 roster = ",".join(r.member for r in self._listed(group))
                 text = f'{{"presence":"members","group":{json.dumps(group)},"members":[{roster}]}}'
-                self._queue(group, (channel,), _text_event(text), _NONE, told)
+                self._queue(group, (channel,), notice_event(text), _NONE, told)
         self._finish(told)
 
     def leave(self, group: str, ws: Connection) -> None:
@@ -492,7 +487,7 @@ class Hub:
             return
         text = f'{{"presence":"{change}","group":{json.dumps(group)},"member":{record.member}}}'
         excluded = frozenset() if skip is None else frozenset((skip,))
-        self._queue(group, watchers, _text_event(text), excluded, told)
+        self._queue(group, watchers, notice_event(text), excluded, told)
 
     def local_presence(self) -> list[tuple[str, str, Record]]:
         """This process's members, `(group, member id, record)` (for `_presence.py`)."""
@@ -685,14 +680,27 @@ class Hub:
             entry = self._history.add(group, event, is_json)
             members = self._groups.get(group)
             if members:
-                resumers = self._resumers.get(group)
-                if resumers:
-                    enveloped = _text_event(envelope_text(json.dumps(group), entry))
-                    self._queue(group, resumers, enveloped, excluded, told)
-                    excluded = excluded.union(resumers)
-                self._queue(group, members, event, excluded, told)
+                self._queue_numbered(group, members, entry, excluded, told)
         self._finish(told)
         return told.behind
+
+    def _queue_numbered(
+        self,
+        group: str,
+        members: tuple[Recipient, ...],
+        entry: Entry,
+        excluded: frozenset[Recipient],
+        told: _Told,
+    ) -> None:
+        """Queue a broadcast with its id for `members` but `excluded` (under the lock):
+        its envelope for the resumable ones, the message itself for the others. The
+        shared history on Redis (`_hub_history.py`) delivers through here too."""
+        resumers = self._resumers.get(group)
+        if resumers:
+            enveloped = notice_event(envelope_text(json.dumps(group), entry))
+            self._queue(group, resumers, enveloped, excluded, told)
+            excluded = excluded.union(resumers)
+        self._queue(group, members, entry.event, excluded, told)
 
     def _replay(
         self,
@@ -704,18 +712,32 @@ class Hub:
     ) -> None:
         """Queue for a member joining with `resumable` what it missed since `since` (a gap
         notice first if some is gone), then its position (under the lock)."""
+        entries: list[Entry] = []
+        gap = False
+        if since is not None:
+            entries, gap = history.resume(group, since)
+        self._queue_replay(group, channel, gap, entries, history.position(), told)
+
+    def _queue_replay(
+        self,
+        group: str,
+        channel: Recipient,
+        gap: bool,
+        entries: Iterable[Entry],
+        at: str,
+        told: _Told,
+    ) -> None:
+        """Queue for one resuming member (under the lock): a gap notice if `gap`, the
+        broadcasts it missed, then its position `at` (the `joined` notice). Queued at
+        once: at most `history` events, half of `max_queue` at most."""
         to = (channel,)
         group_json = json.dumps(group)
-        if since is not None:
-            resumed = history.resume(group, since)
-            if resumed.gap:
-                self._queue(group, to, _text_event(marker_text("gap", group_json)), _NONE, told)
-            # Queued at once: at most `history` events, half of `max_queue` at most.
-            for entry in resumed.entries:
-                text = envelope_text(group_json, entry)
-                self._queue(group, to, _text_event(text), _NONE, told)
-        at = marker_text("joined", group_json, {"at": history.position()})
-        self._queue(group, to, _text_event(at), _NONE, told)
+        if gap:
+            self._queue(group, to, notice_event(marker_text("gap", group_json)), _NONE, told)
+        for entry in entries:
+            self._queue(group, to, notice_event(envelope_text(group_json, entry)), _NONE, told)
+        joined = marker_text("joined", group_json, {"at": at})
+        self._queue(group, to, notice_event(joined), _NONE, told)
 
     def _queue(
         self,
