@@ -4,6 +4,12 @@ No server, no sockets: `FakeASGI` is the ASGI `receive`/`send` pair a server wou
 app, scripted by the test (events to receive, a gate that holds sends back, a failure to
 raise), so every state transition runs in milliseconds. Transport behaviour is tested
 end to end in test_transport.py and test_faults.py.
+
+Every test runs twice (the `path` fixture): through plain ASGI, and through a server link
+(`cello._server_link`), where `FakeASGI` also plays the server's side door as cello's
+uvicorn backend does: it hands the client's events to the connection's consumer as they
+come (holding them while reading is paused) and writes a message at once unless the gate
+or a failure says the server could not.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import logging
 import sys
 import threading
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import anyio
@@ -22,16 +28,34 @@ import pytest
 from cello import ConnectionClosed, WebSocketMessage
 from cello._bridge import FINISHED, OUTBOX_LIMIT, Channel, Queued, State, wake_writers
 from cello._events import accept_event, close_event, text_event
+from cello._greenlets import run_in_greenlet
 
 WAIT = 5.0  # seconds any single expectation may take before the test fails
 
 ACCEPT = accept_event(None)
 
+#: How the fake server of the running test is reached: "asgi", or "link" (a server link).
+_path = "asgi"
+
+
+@pytest.fixture(autouse=True, params=["asgi", "link"])
+def path(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run the test through plain ASGI, then through a server link."""
+    global _path
+    _path = request.param
+    yield _path
+    _path = "asgi"
+
 
 class FakeASGI:
-    """The `receive` and `send` an ASGI server gives a WebSocket app, scripted."""
+    """The `receive` and `send` an ASGI server gives a WebSocket app, scripted; with
+    `linked`, also the server link of cello's uvicorn backend."""
 
-    def __init__(self) -> None:
+    def __init__(self, linked: bool = False) -> None:
+        self.linked = linked
+        self.consumer: Callable[[dict[str, Any]], None] | None = None  # attached by the app
+        self.paused = False  # reading paused by the app (link only)
+        self.held: deque[dict[str, Any]] = deque()  # events not read while paused (link)
         self.incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.sent: list[dict[str, Any]] = []
         self.gate = asyncio.Event()  # sends wait while it is clear
@@ -49,14 +73,57 @@ class FakeASGI:
             raise self.fail
         self.sent.append(event)
 
+    def arrives(self, event: dict[str, Any]) -> None:
+        """An event from the client, as the server would hand it to the app."""
+        if self.consumer is None:
+            self.incoming.put_nowait(event)
+        elif self.paused or self.held:
+            self.held.append(event)  # in the socket, unread
+        else:
+            self.consumer(event)
+
     def client_sends(self, text: str) -> None:
-        self.incoming.put_nowait({"type": "websocket.receive", "text": text})
+        self.arrives({"type": "websocket.receive", "text": text})
 
     def client_closes(self, code: int = 1000, reason: str = "") -> None:
-        self.incoming.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        self.arrives({"type": "websocket.disconnect", "code": code, "reason": reason})
 
     def client_vanishes(self) -> None:
-        self.incoming.put_nowait({"type": "websocket.disconnect", "code": 1006})
+        self.arrives({"type": "websocket.disconnect", "code": 1006})
+
+    def unread(self) -> int:
+        """Events the client sent that the app has not read from the server yet."""
+        return self.incoming.qsize() + len(self.held)
+
+    # The server link (`cello._server_link.ServerLink`), as `cello.serving` offers it.
+
+    def serves(self, receive: Any, send: Any) -> bool:
+        return bool(receive == self.receive and send == self.send)
+
+    def attach(self, consumer: Callable[[dict[str, Any]], None]) -> None:
+        while not self.incoming.empty():
+            self.held.append(self.incoming.get_nowait())
+        self.consumer = consumer
+        self.resume_reading()
+
+    def detach(self) -> None:
+        self.consumer = None
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+        while self.held and not self.paused and self.consumer is not None:
+            self.consumer(self.held.popleft())
+
+    def can_send(self) -> bool:
+        return self.gate.is_set() and self.fail is None
+
+    def send_now(self, event: dict[str, Any]) -> None:
+        assert self.can_send()
+        self.entered.set()
+        self.sent.append(event)
 
     def texts(self) -> list[str]:
         return [e["text"] for e in self.sent if e["type"] == "websocket.send" and "text" in e]
@@ -69,7 +136,7 @@ def run(test: Callable[[FakeASGI], Awaitable[None]]) -> None:
     """Run `test` on a fresh event loop with a fresh fake server, bounded in time."""
 
     async def main() -> None:
-        fake = FakeASGI()
+        fake = FakeASGI(linked=_path == "link")
         async with asyncio.timeout(WAIT * 2):
             await test(fake)
 
@@ -77,6 +144,8 @@ def run(test: Callable[[FakeASGI], Awaitable[None]]) -> None:
 
 
 def channel_for(fake: FakeASGI, **options: Any) -> Channel:
+    if fake.linked:
+        options.setdefault("link", fake)
     return Channel(asyncio.get_running_loop(), fake.receive, fake.send, **options)
 
 
@@ -667,10 +736,10 @@ def test_the_pump_stops_reading_while_the_inbox_is_full() -> None:
         for i in range(200):
             fake.client_sends(str(i))
         await settle()
-        assert fake.incoming.qsize() == 200 - 64  # paused at the inbox's 64 messages
+        assert fake.unread() == 200 - 64  # paused at the inbox's 64 messages
         first = await in_thread(lambda: [channel.recv(WAIT) for _ in range(40)])
         await settle()
-        assert fake.incoming.qsize() < 200 - 64  # resumed once taken down to half
+        assert fake.unread() < 200 - 64  # resumed once taken down to half
         rest = await in_thread(lambda: [channel.recv(WAIT) for _ in range(160)])
         texts = [m.text for m in first + rest if m is not None]
         assert texts == [str(i) for i in range(200)]
@@ -688,7 +757,7 @@ def test_the_pump_stops_reading_at_the_byte_limit() -> None:
         for _ in range(10):
             fake.client_sends(big)
         await settle()
-        assert fake.incoming.qsize() == 10 - 4  # 4 x 300 KiB reach the 1 MiB bound
+        assert fake.unread() == 10 - 4  # 4 x 300 KiB reach the 1 MiB bound
         await in_thread(lambda: [channel.recv(WAIT) for _ in range(10)])
         await channel.finish()
 
@@ -706,7 +775,7 @@ def test_an_app_close_releases_a_paused_pump() -> None:
         await settle()
         channel.close(1000)
         await settle()
-        assert fake.incoming.qsize() == 0  # read on to the client's close, dropping the rest
+        assert fake.unread() == 0  # read on to the client's close, dropping the rest
         assert channel.state in FINISHED
         await channel.finish()
 
@@ -745,7 +814,7 @@ def test_async_recv() -> None:
         channel = channel_for(fake, sync_reader=False)
         await channel.aaccept(ACCEPT)
         fake.client_sends("hi")
-        fake.incoming.put_nowait({"type": "websocket.receive", "bytes": b"\x00"})
+        fake.arrives({"type": "websocket.receive", "bytes": b"\x00"})
         fake.client_closes(1000, "bye")
         assert await channel.arecv() == WebSocketMessage("text", "hi")
         assert await channel.arecv() == WebSocketMessage.binary(b"\x00")
@@ -774,5 +843,151 @@ def test_flush_gives_up_on_a_client_that_reads_nothing(monkeypatch: pytest.Monke
         channel.send(text_event("stuck"))
         await channel.finish()
         assert channel.state is State.LOST
+
+    run(test)
+
+
+# ----------------------------------------------------------------- a greenlet handler's recv
+
+
+def greenlet_handler(channel: Channel, body: Callable[[], None]) -> asyncio.Task[None]:
+    """Run `body` as a greenlet route's handler of `channel` (as `_connection` does)."""
+    return asyncio.create_task(run_in_greenlet(body, channel, route="test"))
+
+
+def test_a_greenlet_recv_waits_for_each_message_and_the_close(path: str) -> None:
+    """With a server link the handler parks in `recv` and the arriving message resumes
+    it; through ASGI its task awaits `arecv`. Either way: each message, then the close."""
+
+    async def test(fake: FakeASGI) -> None:
+        channel = channel_for(fake, sync_reader=False)
+        channel.accept(ACCEPT)
+        await settle()
+        got: list[WebSocketMessage | None] = []
+
+        def body() -> None:
+            while True:
+                msg = channel.recv()
+                got.append(msg)
+                if msg is None or msg.is_close():
+                    return
+                channel.send(text_event(f"echo {msg.text}"))
+
+        task = greenlet_handler(channel, body)
+        await settle()
+        assert channel._parked is not None if path == "link" else channel._parked is None
+        for text in ("a", "b", "c"):
+            fake.client_sends(text)
+            await settle()
+        fake.client_closes(1001, "bye")
+        await asyncio.wait_for(task, WAIT)
+        assert [m.text for m in got[:3] if m is not None] == ["a", "b", "c"]
+        assert got[3] == WebSocketMessage.close(1001, "bye")
+        assert fake.texts() == ["echo a", "echo b", "echo c"]
+        await channel.finish()
+
+    run(test)
+
+
+def test_a_greenlet_recv_returns_none_when_the_app_closes_meanwhile() -> None:
+    async def test(fake: FakeASGI) -> None:
+        channel = channel_for(fake, sync_reader=False)
+        channel.accept(ACCEPT)
+        await settle()
+        got: list[WebSocketMessage | None] = []
+        task = greenlet_handler(channel, lambda: got.append(channel.recv()))
+        await settle()
+        await in_thread(lambda: channel.close(1000))  # from another thread, as a broadcast may
+        await asyncio.wait_for(task, WAIT)
+        assert got == [None]
+        await channel.finish()
+        assert channel.state is State.CLOSED
+
+    run(test)
+
+
+def test_a_greenlet_recv_closed_from_another_greenlet_handler() -> None:
+    """One greenlet handler closes another's connection while that one waits in `recv`:
+    the waiting one is resumed from the loop, not inside the closing handler (greenlets
+    switch back to whoever resumed them, so that would run one inside the other)."""
+
+    async def test(fake: FakeASGI) -> None:
+        mine = channel_for(fake, sync_reader=False)
+        other_fake = FakeASGI(linked=fake.linked)
+        other = channel_for(other_fake, sync_reader=False)
+        for channel in (mine, other):
+            channel.accept(ACCEPT)
+        await settle()
+        order: list[str] = []
+
+        def waiting() -> None:
+            order.append(f"waiting got {other.recv()}")
+
+        def closing() -> None:
+            other.close(1000)
+            order.append("closed it")
+            channel_msg = mine.recv()
+            order.append(f"closing got {channel_msg}")
+
+        waiter = greenlet_handler(other, waiting)
+        await settle()
+        closer = greenlet_handler(mine, closing)
+        await asyncio.wait_for(waiter, WAIT)
+        assert order == ["closed it", "waiting got None"]
+        fake.client_sends("done")
+        await asyncio.wait_for(closer, WAIT)
+        assert order[-1].startswith("closing got ")
+        for channel in (mine, other):
+            await channel.finish()
+
+    run(test)
+
+
+def test_cancelling_a_greenlet_handler_waiting_in_recv_unwinds_it() -> None:
+    async def test(fake: FakeASGI) -> None:
+        channel = channel_for(fake, sync_reader=False)
+        channel.accept(ACCEPT)
+        await settle()
+        unwound: list[str] = []
+
+        def body() -> None:
+            try:
+                channel.recv()
+            finally:
+                unwound.append("finally ran")
+
+        task = greenlet_handler(channel, body)
+        await settle()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, WAIT)
+        assert unwound == ["finally ran"]
+        assert channel._parked is None
+        fake.client_sends("after")  # nobody is resumed by it
+        await settle()
+        await channel.finish()
+
+    run(test)
+
+
+def test_a_greenlet_handler_failing_after_a_message_raises_from_its_task() -> None:
+    """The handler is resumed by the message (with a link, from a loop callback): what it
+    raises then ends its task with that exception, as when its task resumed it."""
+
+    async def test(fake: FakeASGI) -> None:
+        channel = channel_for(fake, sync_reader=False)
+        channel.accept(ACCEPT)
+        await settle()
+
+        def body() -> None:
+            msg = channel.recv()
+            raise ValueError(f"bad message {msg.text if msg else None}")
+
+        task = greenlet_handler(channel, body)
+        await settle()
+        fake.client_sends("x")
+        with pytest.raises(ValueError, match="bad message x"):
+            await asyncio.wait_for(task, WAIT)
+        await channel.finish()
 
     run(test)

@@ -51,8 +51,9 @@ import anyio
 from starlette.types import Message, Receive, Send
 
 from ._events import ABNORMAL_CLOSURE, close_event, ends_connection, to_message, was_lost
-from ._greenlets import await_, current_handler
-from ._inbox import Inbox
+from ._greenlets import PARK, HandlerGreenlet, await_, current_handler
+from ._inbox import Arrivals, Inbox
+from ._server_link import ServerLink
 from .errors import ConnectionClosed
 from .messages import ReceivedClose, WebSocketMessage
 
@@ -147,6 +148,10 @@ class Channel:
             an `Inbox`); an async handler awaits `receive` itself (`arecv`).
         send_timeout: How long a send waits for room by default (`None`: as long as it
             takes); see `send`.
+        link: The server's side door for this connection, when it offers one (see
+            `cello._server_link`): the client's events then arrive through it, with no
+            pump task or ASGI queue, and the writer writes through it while the server
+            can send at once.
     """
 
     def __init__(
@@ -157,6 +162,7 @@ class Channel:
         *,
         sync_reader: bool = True,
         send_timeout: float | None = None,
+        link: ServerLink | None = None,
     ) -> None:
         self._loop = loop
         self._loop_thread = threading.get_ident()
@@ -193,6 +199,19 @@ class Channel:
         self._reader_interrupted = False  # on the loop only: `_settle` cancelled that wait
         self._disconnect_taken = False  # on the loop only: `_peer_gone` read the disconnect
         self._pump: asyncio.Task[None] | None = None
+        self._link = link
+        #: With a link, for async and greenlet handlers: the client's events, as the
+        #: server parsed them.
+        self._arrivals: Arrivals | None = None
+        #: A greenlet handler parked in `recv` until an event arrives (`_wake_parked`).
+        self._parked: HandlerGreenlet | None = None
+        if link is not None:
+            if self._inbox is not None:
+                link.attach(self._take_into_inbox)  # the pump's job, with no task
+            else:
+                arrivals = self._arrivals = Arrivals(loop, link.pause_reading, link.resume_reading)
+                self._receive = arrivals.receive  # what `arecv` and `_peer_gone` await
+                link.attach(arrivals.put)
 
         # Counts for `cello.metrics`, each written on the loop's thread only (the pump or
         # `arecv`, the writer or a direct send, the transition to OPEN under `_lock`), so
@@ -290,6 +309,10 @@ class Channel:
             reader.cancel()
         if state in FINISHED and not self._finished.done():
             self._finished.set_result(None)
+        if self._parked is not None and state is not _OPEN:
+            # Closed by the app (or lost): the parked `recv` returns None. Resumed from a
+            # callback: this may run inside another greenlet handler (its `close`).
+            self._loop.call_soon(self._wake_parked)
 
     # ----------------------------------------------------------------- outgoing
 
@@ -360,6 +383,12 @@ class Channel:
         Raises:
             ConnectionClosed: the connection is closed, or closes while waiting.
         """
+        if (
+            self._link is not None
+            and threading.get_ident() == self._loop_thread
+            and self._write_at_once(event)
+        ):
+            return
         outcome, size = self._queue((event,))
         if outcome is _WAKE:
             self._on_loop(self._wake_writer)
@@ -367,6 +396,25 @@ class Channel:
             raise self._closed_error()
         if size > OUTBOX_LIMIT:
             self._wait_for_space(self.send_timeout if timeout is None else timeout)
+
+    def _write_at_once(self, event: Message) -> bool:
+        """On the loop, with a server link: write `event` now if nothing is ahead of it
+        and the server can send without waiting; whether it did.
+
+        Checked under the lock, written after it: a close or a send from another thread
+        that comes in between is ordered after this event, as if it came after the write
+        (what it queues is woken through the loop, so it goes out after this call).
+        """
+        link = self._link
+        assert link is not None
+        with self._lock:
+            if not (
+                self.state is _OPEN and self._writer_idle and not self._outbox and link.can_send()
+            ):
+                return False
+        link.send_now(event)
+        self.messages_out += 1
+        return True
 
     def _wait_for_space(self, timeout: float | None) -> None:
         if threading.get_ident() == self._loop_thread:
@@ -416,6 +464,8 @@ class Channel:
 
     async def asend(self, event: Message, timeout: float | None = None) -> None:
         """`send` for coroutines on the event loop: waits for room without blocking it."""
+        if self._link is not None and self._write_at_once(event):
+            return
         if timeout is None:
             timeout = self.send_timeout
         outcome, size = self._queue((event,), direct=True)
@@ -460,8 +510,11 @@ class Channel:
         stopped reading, as in `send`.
         """
         self._sending_directly = True
+        link = self._link
         try:
-            if timeout is None:
+            if link is not None and event["type"] == "websocket.send" and link.can_send():
+                link.send_now(event)  # no wait
+            elif timeout is None:
                 await self._asgi_send(event)
             else:
                 async with asyncio.timeout(timeout):
@@ -502,15 +555,62 @@ class Channel:
         return outcome
 
     def _wake_writer(self) -> None:
-        """On the loop: start the writer, or wake it from its idle wait."""
+        """On the loop: write what is queued through the server link if it can be sent at
+        once; else start the writer, or wake it from its idle wait."""
         if self._sending_directly:
             return  # `_send_directly` wakes the writer when it is done
+        if (
+            self._link is not None
+            # The writer task is not in the middle of a send (it waits to be woken, or
+            # has not started): what is queued may go out here, in order.
+            and (self._writer is None or self._writer_wakeup is not None)
+            and self._write_now()
+        ):
+            return
         if self._writer is None:
             self._writer = self._loop.create_task(self._write())
             return
         wakeup = self._writer_wakeup
         if wakeup is not None and not wakeup.done():
             wakeup.set_result(None)
+
+    def _write_now(self) -> bool:
+        """Write the outbox through the server link, on the loop, while the server can
+        send each message at once; whether all went (the writer is idle again).
+
+        Stops, leaving the rest to the writer task's ASGI `send`, at an event that is
+        not a message (the accept, a close, a denial) or once the server would have to
+        wait (its socket buffer full) or refuse (the connection closing or gone): the
+        task then sends, waits or fails exactly as without the link.
+        """
+        link = self._link
+        assert link is not None
+        outbox = self._outbox
+        low_water = OUTBOX_LIMIT // 2
+        while True:
+            with self._lock:
+                if not outbox:
+                    if self.state in FINISHED:
+                        return False  # the task ends the writer
+                    self._writer_idle = True
+                    return True
+                if outbox[0]["type"] != "websocket.send" or not link.can_send():
+                    return False
+                event = outbox.popleft()
+                room = self._space_waiters and len(outbox) <= low_water
+                if room:
+                    self._space.notify_all()
+            # Outside the lock (a socket write): nothing on the loop runs in between, and
+            # only the loop changes the server's state, so `can_send` still holds.
+            try:
+                link.send_now(event)
+            except Exception:
+                logger.exception("Sending %s failed", event["type"])
+                self._transition(_LOST, ABNORMAL_CLOSURE)
+                return False
+            self.messages_out += 1
+            if room and self._space_on_loop is not None:
+                self._space_on_loop.set()
 
     async def _write(self) -> None:
         """Drain the outbox into the ASGI `send` until the outgoing side is finished."""
@@ -559,7 +659,12 @@ class Channel:
         greenlet or async handler that only sends), read it here, so the handler's next
         send raises `ConnectionClosed` with the client's code, not 1006, on every runner.
         """
-        if self._inbox is None and self._reader is None and self.state is _OPEN:
+        if (
+            self._inbox is None
+            and self._reader is None
+            and self._parked is None  # a parked `recv` takes the client's close itself
+            and self.state is _OPEN
+        ):
             try:
                 async with asyncio.timeout(PEER_CLOSE_WAIT):
                     while (event := await self._receive())["type"] != "websocket.disconnect":
@@ -601,8 +706,27 @@ class Channel:
     # ----------------------------------------------------------------- incoming
 
     def start_pump(self) -> None:
-        """Start reading client messages into the inbox (for sync handlers)."""
-        self._pump = self._loop.create_task(self._run_pump())
+        """Start reading client messages into the inbox (for sync handlers); with a
+        server link they arrive there already (`_take_into_inbox`)."""
+        if self._link is None:
+            self._pump = self._loop.create_task(self._run_pump())
+
+    def _take_into_inbox(self, event: Message) -> None:
+        """An event from the server link, for a sync handler's inbox (on the loop): what
+        the pump does with each event `receive` returns, without the task."""
+        kind = event["type"]
+        if kind == "websocket.receive":
+            self.messages_in += 1
+            size = len(event.get("text") or event.get("bytes") or "")
+            inbox, link = self._inbox, self._link
+            assert inbox is not None, "only a sync handler's connection takes events here"
+            assert link is not None, "only a connection with a server link takes events here"
+            if inbox.put(to_message(event), size):
+                link.pause_reading()  # until `_resume_pump`
+        elif kind == "websocket.disconnect":
+            # Handled once the server is done with what caused it, as when the pump
+            # reads it: the app's own close puts one while its close frame is sent.
+            self._loop.call_soon(self._closed_by_peer, event)
 
     async def _run_pump(self) -> None:
         receive = self._receive
@@ -631,7 +755,8 @@ class Channel:
 
     def _resume_pump(self) -> None:
         """The inbox has room again (called from the thread that took a message)."""
-        self._on_loop(self._pump_resumed.set)
+        link = self._link
+        self._on_loop(self._pump_resumed.set if link is None else link.resume_reading)
 
     def recv(self, timeout: float | None = None) -> WebSocketMessage | None:
         """The next client message; a close message once, then `None`. Blocks (not on the loop).
@@ -644,6 +769,8 @@ class Channel:
         if inbox is None:
             handler = current_handler()
             if handler is not None and handler.channel is self:
+                if timeout is None and self._arrivals is not None and not _behind.noted:
+                    return self._recv_parking(handler, self._arrivals)
                 return await_(self.arecv(timeout))
             raise RuntimeError(
                 "recv() from a thread is not available on an async route (or a greenlet "
@@ -656,6 +783,43 @@ class Channel:
                 "use an async handler and `await ws.recv()`"
             )
         return inbox.get(timeout)
+
+    def _recv_parking(
+        self, handler: HandlerGreenlet, arrivals: Arrivals
+    ) -> WebSocketMessage | None:
+        """`recv` for the greenlet handler of a connection with a server link: take a
+        waiting event, or park until one arrives (or the connection closes), resumed by
+        `_wake_parked` with no task in between."""
+        while True:
+            if self.state is not _OPEN:
+                return None
+            event = arrivals.take_nowait()
+            if event is not None:
+                return self._received(event)
+            self._parked = handler
+            arrivals.wake = self._wake_parked
+            try:
+                handler.driver.switch(PARK)
+            finally:
+                self._parked = None  # resumed (by `_wake_parked`, or thrown out: cancelled)
+                arrivals.wake = None
+
+    def _wake_parked(self) -> None:
+        """Resume the parked handler: an event arrived, or the connection closed.
+
+        Only ever a callback of the loop (`call_soon`), so it runs in the loop's own
+        greenlet, never inside another handler, and at a shallow stack: greenlet copies
+        the C stack between the two switch points, and from deep in the server's
+        `data_received` that copy cost more than the task step it saves.
+        """
+        handler = self._parked
+        if handler is None:
+            return
+        runner = handler.runner
+        if runner is None or not runner.parked:
+            return  # not parked after all (thrown out of its wait meanwhile)
+        self._parked = None
+        runner.resume(handler.switch)
 
     async def arecv(self, timeout: float | None = None) -> WebSocketMessage | None:
         """`recv` for async and greenlet handlers: reads the ASGI `receive` directly, no pump.
@@ -693,6 +857,10 @@ class Channel:
             raise
         finally:
             self._reader = None
+        return self._received(event)
+
+    def _received(self, event: Message) -> WebSocketMessage | None:
+        """What `recv` returns for an event of the ASGI `receive`."""
         if event["type"] == "websocket.receive":
             self.messages_in += 1
             return to_message(event)
@@ -753,6 +921,8 @@ class Channel:
             self._pump = None
             pump.cancel()
             await asyncio.gather(pump, return_exceptions=True)
+        if self._link is not None:
+            self._link.detach()  # the server's last events (its disconnect) are nobody's
 
     def _on_loop(self, callback: Callable[..., Any], *args: Any) -> None:
         """Run `callback` on the loop: now if this is the loop's thread, else soon."""

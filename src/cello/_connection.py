@@ -35,6 +35,7 @@ from starlette.types import Message, Receive, Scope, Send
 from ._bridge import Channel
 from ._events import accept_event, close_event, refusal
 from ._greenlets import HandlerGreenlets, await_, run_in_greenlet
+from ._server_link import find_link
 from ._threads import HandlerThreads
 from .errors import ConnectionClosed
 from .guards import Guard
@@ -214,7 +215,12 @@ async def serve_websocket(app: WebSocketHost, scope: Scope, receive: Receive, se
     loop = asyncio.get_running_loop()
     runner = None if endpoint.is_async else _runner_of(app, endpoint)
     channel = Channel(
-        loop, receive, send, sync_reader=runner == "thread", send_timeout=app.send_timeout
+        loop,
+        receive,
+        send,
+        sync_reader=runner == "thread",
+        send_timeout=app.send_timeout,
+        link=find_link(scope, receive, send),
     )
     app.live_channels.add(channel)
     if not app.hub.running:

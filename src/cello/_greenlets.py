@@ -8,6 +8,14 @@ switches to it; the task awaits it on the loop and switches back with the result
 throws the exception in. So the handler reads as plain blocking code, holds no thread,
 and each wait costs one greenlet switch each way instead of a hop between threads.
 
+Waiting for the connection's next message skips even that: the handler *parks*
+(switches to its driver with `PARK`), its task keeps waiting for a request that has not
+come, and the connection resumes the handler itself (`GreenletRun.resume`) from the
+server's callback that delivers the message. A message then costs one switch in and one
+out, with no task step, future or coroutine in between. Whoever resumes a handler, its
+task or its connection, gets its next request back, so both go through `resume`, which
+hands an awaitable to the task and finishes on the handler's return or failure.
+
 This is SQLAlchemy's asyncio pattern (`greenlet_spawn` / `await_only`). Nothing is
 monkey-patched: code that blocks for real (`time.sleep`, a blocking socket, a C library)
 blocks the loop and every connection on it while it runs. `StallWatch` reports such a
@@ -20,9 +28,11 @@ serving the app: its counts are guarded by its lock.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar, cast
+from typing import Any, Final, TypeVar, cast
 
 import anyio
 from greenlet import getcurrent, greenlet
@@ -30,6 +40,10 @@ from greenlet import getcurrent, greenlet
 from ._stall_watch import StallWatch
 
 T = TypeVar("T")
+
+#: What a handler switches to its driver with to wait until its connection resumes it
+#: (`GreenletRun.resume`), instead of an awaitable for its task.
+PARK: Final = object()
 
 
 class HandlerGreenlet(greenlet):  # type: ignore[misc]  # greenlet ships no type for subclassing
@@ -41,6 +55,7 @@ class HandlerGreenlet(greenlet):  # type: ignore[misc]  # greenlet ships no type
         driver: greenlet,
         channel: object,
         limiter: anyio.CapacityLimiter | None = None,
+        runner: GreenletRun | None = None,
     ) -> None:
         super().__init__(run, driver)
         #: The greenlet the connection's task runs in: `await_` switches to it.
@@ -49,6 +64,8 @@ class HandlerGreenlet(greenlet):  # type: ignore[misc]  # greenlet ships no type
         self.channel = channel
         #: The threads `cello.blocking` may use (`None`: anyio's default limiter).
         self.limiter = limiter
+        #: What drives it: how a parked handler is resumed.
+        self.runner = runner
         # The handler sees the task's context variables, as code in the task would.
         self.gr_context = driver.gr_context
 
@@ -83,24 +100,94 @@ async def run_in_greenlet(
     watch: StallWatch | None = None,
     limiter: anyio.CapacityLimiter | None = None,
 ) -> None:
-    """Run `handler` in a new greenlet on this task, awaiting what it hands over.
+    """Run `handler` in a new greenlet driven by this task (see `GreenletRun`)."""
+    await GreenletRun(handler, channel, route=route, watch=watch, limiter=limiter).run()
+
+
+class GreenletRun:
+    """One handler greenlet and what drives it: its connection's task, which awaits what
+    the handler hands over, and whoever resumes it after it parked.
 
     Each stretch the handler runs without waiting is timed against the stall threshold
-    (`watch`). An exception the handler raises propagates here; one raised while the
-    task awaits for the handler (cancellation included) is thrown into the handler, so
-    its `finally` blocks run where it waits.
+    (`watch`). An exception the handler raises propagates from `run`; one raised while
+    the task awaits for the handler (cancellation included) is thrown into the handler,
+    so its `finally` blocks run where it waits.
+
+    On the loop's thread only, and `resume` only from the loop's own greenlet (a task or a
+    callback), never from inside a handler: the handler switches back to that greenlet.
     """
-    handler_greenlet = HandlerGreenlet(handler, getcurrent(), channel, limiter)
-    step = _untimed if watch is None else watch.timing(handler_greenlet, route)
-    switch, throw = handler_greenlet.switch, handler_greenlet.throw
-    awaitable = step(switch)
-    while not handler_greenlet.dead:
+
+    def __init__(
+        self,
+        handler: Callable[[], None],
+        channel: object,
+        *,
+        route: str,
+        watch: StallWatch | None = None,
+        limiter: anyio.CapacityLimiter | None = None,
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.greenlet = HandlerGreenlet(handler, getcurrent(), channel, limiter, self)
+        self._step = _untimed if watch is None else watch.timing(self.greenlet, route)
+        #: Resolved with the next awaitable the handler hands over, or when it has ended.
+        self._request: asyncio.Future[Any] = self._loop.create_future()
+        self._ended = False
+        self._error: BaseException | None = None
+        #: Whether the handler is parked (waiting for its connection to resume it).
+        self.parked = False
+
+    def resume(self, method: Callable[..., Any], *args: Any) -> None:
+        """Run the handler (`greenlet.switch`, or `greenlet.throw` with an exception) until
+        it next waits, and see to what it waits for."""
+        self.parked = False
         try:
-            result = await awaitable
-        except BaseException as exc:  # noqa: BLE001 - thrown into the handler, where it waits
-            awaitable = step(throw, exc)
+            request = self._step(method, *args)
+        except BaseException as exc:  # noqa: BLE001 - the handler's end: `run` raises it
+            self._end(exc)
+            return
+        if self.greenlet.dead:
+            self._end(None)
+        elif request is PARK:
+            self.parked = True
         else:
-            awaitable = step(switch, result)
+            self._request.set_result(request)
+
+    def _end(self, error: BaseException | None) -> None:
+        self._ended, self._error = True, error
+        if not self._request.done():
+            self._request.set_result(None)
+
+    async def run(self) -> None:
+        """Start the handler and serve its requests until it ends (on its connection's task)."""
+        greenlet = self.greenlet
+        self.resume(greenlet.switch)
+        while True:
+            request = self._request
+            try:
+                awaitable = await request
+            except asyncio.CancelledError as exc:
+                if self._ended:
+                    raise
+                # Cancelled while the handler parked (the cancel took `request` with it)
+                # or before this task took its request: unwind the handler where it waits.
+                if request.done() and not request.cancelled():
+                    awaitable = request.result()
+                    if inspect.iscoroutine(awaitable):
+                        awaitable.close()  # never awaited: no warning
+                self._request = self._loop.create_future()
+                self.resume(greenlet.throw, exc)
+                continue
+            if self._ended:
+                break
+            self._request = self._loop.create_future()
+            try:
+                result = await awaitable
+            except BaseException as exc:  # noqa: BLE001 - thrown into the handler, where it waits
+                self.resume(greenlet.throw, exc)
+            else:
+                self.resume(greenlet.switch, result)
+        if self._error is not None:
+            raise self._error
 
 
 class HandlerGreenlets:

@@ -18,10 +18,14 @@ message is arbitrary, so it is a bug in the app, better reported than hidden.
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
+
+from starlette.types import Message
 
 from .errors import ConcurrencyError
 from .messages import WebSocketMessage
@@ -152,3 +156,110 @@ class Inbox:
         if resume:
             self._resume()
         return message
+
+
+class Arrivals:
+    """The client's events waiting for an async or greenlet handler's `receive`, when the
+    server hands them over as they are parsed (a `cello._server_link.ServerLink`).
+
+    Loop-side only: `put` runs in the server's protocol callbacks and `receive` in the
+    handler's task, both on the event loop's thread, so nothing here needs a lock. Bounded
+    as the `Inbox` is: past `max_messages` or `max_bytes` waiting, `pause` stops the
+    server reading the socket, and `resume` reads again once the handler has taken them
+    down to half.
+
+    Args:
+        loop: The loop both sides run on.
+        pause: Stop reading the socket.
+        resume: Read the socket again.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        pause: Callable[[], None],
+        resume: Callable[[], None],
+        *,
+        max_messages: int = MAX_MESSAGES,
+        max_bytes: int = MAX_BYTES,
+    ) -> None:
+        self._loop = loop
+        self._pause = pause
+        self._resume = resume
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self._events: deque[Message] = deque()
+        self._bytes = 0  # sizes of the waiting messages, added up
+        self._paused = False
+        #: Futures of waiting `receive` calls, first come first served (the handler's
+        #: own, and the writer's when it reads why a send failed).
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        #: Called (once, then cleared) when the next event arrives: how a greenlet
+        #: handler parked on this connection is resumed without a task step.
+        self.wake: Callable[[], None] | None = None
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def put(self, event: Message) -> None:
+        """An event from the server: keep it, and wake a waiting `receive`."""
+        events = self._events
+        events.append(event)
+        if event["type"] == "websocket.receive":
+            self._bytes += len(event.get("text") or event.get("bytes") or "")
+            if not self._paused and (
+                len(events) >= self.max_messages or self._bytes >= self.max_bytes
+            ):
+                self._paused = True
+                self._pause()
+        if self._waiters:
+            self._wake_next()
+        wake = self.wake
+        if wake is not None:
+            self.wake = None
+            # Later, not here: the server is still handling this event (and for a
+            # disconnect, the socket's loss or the client's close frame).
+            self._loop.call_soon(wake)
+
+    def take_nowait(self) -> Message | None:
+        """The next event if one is waiting, else `None`."""
+        return self._take() if self._events else None
+
+    async def receive(self) -> Message:
+        """The next event, waiting for it: the connection's ASGI `receive`, served here."""
+        events = self._events
+        while not events:
+            waiter = self._loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled() and events:
+                    self._wake_next()  # woken, then cancelled: the event is the next one's
+                raise
+            finally:
+                if not waiter.done():
+                    self._waiters.remove(waiter)
+        return self._take()
+
+    def _wake_next(self) -> None:
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def _take(self) -> Message:
+        events = self._events
+        event = events.popleft()
+        if event["type"] == "websocket.receive":
+            self._bytes -= len(event.get("text") or event.get("bytes") or "")
+            if (
+                self._paused
+                and len(events) <= self.max_messages // 2
+                and self._bytes <= self.max_bytes // 2
+            ):
+                self._paused = False
+                self._resume()
+        return event

@@ -21,6 +21,13 @@ uvicorn works around it: `test_close_between_fragments_is_answered_with_its_code
 this backend, is refused with websockets' 414 or 431 by uvicorn 0.55 itself: cello
 requires it.)
 
+It also offers each connection a `cello._server_link.ServerLink` (`DirectLink`): a cello
+connection served here takes the client's messages as they are parsed and writes its own
+without the ASGI queue's hops, while apps that are not cello (and cello behind a
+middleware that wraps `receive` or `send`) see plain ASGI. This adapter relies on
+`WebSocketsSansIOProtocol`'s attributes (`queue`, `read_paused`, `writable`, `conn`,
+`close_sent`...), which cello's uvicorn pin keeps stable; the transport tests run on it.
+
 Pass it to uvicorn by import path: `uvicorn app:app --ws cello.serving:WebSocketProtocol`,
 or `ws="cello.serving:WebSocketProtocol"` in `uvicorn.Config`, `app.run()` or a gunicorn
 `UvicornWorker`'s `CONFIG_KWARGS`. `app.run()` uses it by default.
@@ -29,17 +36,25 @@ or `ws="cello.serving:WebSocketProtocol"` in `uvicorn.Config`, `app.run()` or a 
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Callable
 from typing import Any
 
+from starlette.types import Message, Receive, Send
 from uvicorn.config import Config
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
 from websockets.frames import Frame, Opcode
+from websockets.http11 import Request
+from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-__all__ = ["WebSocketProtocol"]
+from ._server_link import EXTENSION
+
+__all__ = ["DirectLink", "WebSocketProtocol"]
 
 _CLOSE = Opcode.CLOSE
+_WS_OPEN = State.OPEN
 
 
 class _ServerProtocol(ServerProtocol):
@@ -70,3 +85,116 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         # it (extensions, max_size, logger), and its parser, which calls `self.recv_frame`,
         # picks the override up. `_ServerProtocol` adds no state, so the swap is safe.
         self.conn.__class__ = _ServerProtocol
+
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        if not self.close_sent:  # upgraded (not refused by websockets): the scope exists
+            self.scope["extensions"][EXTENSION] = {"link": DirectLink(self)}
+
+
+class _Handover:
+    """Stands in for uvicorn's event queue while a consumer is attached: what uvicorn
+    puts (a disconnect) goes to the consumer. Nobody awaits `receive` meanwhile."""
+
+    __slots__ = ("put_nowait",)
+
+    def __init__(self, consumer: Callable[[Message], None]) -> None:
+        self.put_nowait = consumer
+
+
+class DirectLink:
+    """A connection's `ServerLink` into `WebSocketProtocol` (see `cello._server_link`).
+
+    Every method runs on the loop's thread, as the protocol's own callbacks do, so the
+    protocol's state cannot change between `can_send` and the `send_now` after it.
+    """
+
+    __slots__ = ("_protocol",)
+
+    def __init__(self, protocol: WebSocketProtocol) -> None:
+        self._protocol = protocol
+
+    def serves(self, receive: Receive, send: Send) -> bool:
+        protocol = self._protocol
+        # Bound methods compare equal when they bind the same function to the same object.
+        return bool(receive == protocol.receive and send == protocol.send)
+
+    def attach(self, consumer: Callable[[Message], None]) -> None:
+        protocol = self._protocol
+        queue = protocol.queue
+        waiting: list[Any] = []
+        while not queue.empty():
+            waiting.append(queue.get_nowait())
+        # Instance attributes over the protocol's own, for this connection only: other
+        # apps' connections keep uvicorn's code unchanged, at its cost.
+        protocol.queue = _Handover(consumer)  # type: ignore[assignment]
+        protocol.send_receive_event_to_app = functools.partial(  # type: ignore[method-assign]
+            _hand_over_message, protocol, consumer
+        )
+        # uvicorn pauses reading after each message until `receive` empties its queue:
+        # emptied here, so reading goes on; the consumer pauses it when it must.
+        self.resume_reading()
+        for event in waiting:
+            consumer(event)
+
+    def detach(self) -> None:
+        protocol = self._protocol
+        if isinstance(protocol.queue, _Handover):
+            protocol.queue = asyncio.Queue()
+            del protocol.send_receive_event_to_app
+
+    def pause_reading(self) -> None:
+        protocol = self._protocol
+        if not protocol.read_paused:
+            protocol.read_paused = True
+            protocol.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        protocol = self._protocol
+        if protocol.read_paused:
+            protocol.read_paused = False
+            protocol.transport.resume_reading()
+
+    def can_send(self) -> bool:
+        protocol = self._protocol
+        return not (
+            protocol.close_sent
+            or protocol.disconnected
+            or not protocol.handshake_complete
+            or protocol.initial_response is not None
+            or protocol.conn.state is not _WS_OPEN
+            or not protocol.writable.is_set()
+            or protocol.transport.is_closing()
+        )
+
+    def send_now(self, event: Message) -> None:
+        # As uvicorn's `send` does for `websocket.send`.
+        conn = self._protocol.conn
+        data = event.get("bytes")
+        if data is not None:
+            conn.send_binary(data)
+        else:
+            conn.send_text(event["text"].encode())
+        self._protocol.transport.write(b"".join(conn.data_to_send()))
+
+
+def _hand_over_message(protocol: WebSocketProtocol, consumer: Callable[[Message], None]) -> None:
+    """uvicorn's `send_receive_event_to_app` for an attached connection: the message goes
+    to the consumer, and reading is not paused after it (the consumer pauses it when it
+    holds enough)."""
+    frames = protocol.frames
+    data = frames[0] if len(frames) == 1 else b"".join(frames)
+    protocol.frames = []
+    if protocol.close_sent:
+        return  # past the app's close: discarded, as uvicorn does
+    if protocol.curr_msg_data_type == "text":
+        try:
+            text = data.decode()
+        except UnicodeDecodeError:  # websockets checks UTF-8 as it parses: not expected
+            protocol.logger.exception("Invalid UTF-8 sequence received from client.")
+            protocol.conn.send_close(1007)
+            protocol.handle_parser_exception()
+            return
+        consumer({"type": "websocket.receive", "text": text})
+    else:
+        consumer({"type": "websocket.receive", "bytes": data})
