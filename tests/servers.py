@@ -62,9 +62,10 @@ def bound_socket() -> socket.socket:
 
 
 class ThreadServer:
-    """A uvicorn serving `app` on a loopback port from a background thread."""
+    """A uvicorn serving `app` on a loopback port from a background thread; by default
+    with the WebSocket backend `app.run()` serves with (`WS_PROTOCOL`)."""
 
-    def __init__(self, app: App, ws: str = "websockets", **options: Any) -> None:
+    def __init__(self, app: App, ws: str = WS_PROTOCOL, **options: Any) -> None:
         self.sock = bound_socket()
         self.port: int = self.sock.getsockname()[1]
         options.setdefault("log_level", "warning")
