@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -94,3 +95,23 @@ def test_shutdown_waits_its_timeout_in_all_not_per_thread() -> None:
     waited = time.monotonic() - started
     stuck.set()
     assert waited < 2.5, f"shutdown waited {waited:.1f} s for 4 stuck threads (limit 1 s)"
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux's scheduling policies")
+def test_handler_threads_run_under_the_batch_policy() -> None:
+    """Woken by the loop, a handler thread must not preempt it (see `batch_scheduling`);
+    the thread that creates the pool keeps its own policy."""
+    own = os.sched_getscheduler(0)
+    pool = HandlerThreads(2)
+    policies: list[int] = []
+    done = threading.Event()
+
+    def job() -> None:
+        policies.append(os.sched_getscheduler(0))
+        done.set()
+
+    assert pool.submit(job)
+    assert done.wait(5)
+    pool.shutdown(timeout=5)
+    assert policies == [os.SCHED_BATCH]
+    assert os.sched_getscheduler(0) == own
