@@ -109,10 +109,10 @@ async def count(port: int, pid: int, directory: Path, connections: int, messages
 
 
 def measure(
-    name: str, env: dict[str, str], connections: int, messages: int, keep: Path | None
+    name: str, env: dict[str, str], connections: int, messages: int, keep: Path | None, ws: str
 ) -> float:
     port = free_port()
-    argv = peers.command(name, port, peers.CELLO_WS, threads=connections + 10)
+    argv = peers.command(name, port, ws, threads=connections + 10)
     assert argv is not None
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp) if keep is None else keep / f"{name}-{connections}"
@@ -132,6 +132,7 @@ def main() -> None:
     parser.add_argument("--at", action="append", help="a commit (repeat); default the work tree")
     parser.add_argument("--connections", default="1,50", help="comma-separated")
     parser.add_argument("--messages", type=int, default=2_000, help="echoes in all, per run")
+    parser.add_argument("--ws", default=peers.CELLO_WS, help="uvicorn's WebSocket backend")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--keep", type=Path, help="keep the dumps here (for callgrind_annotate)")
     args = parser.parse_args()
@@ -148,7 +149,7 @@ def main() -> None:
                 (Path(tmp) / at).mkdir()
                 env = export_source(at, Path(tmp) / at)
             figures = {
-                (name, n): measure(name, env, n, max(1, args.messages // n), args.keep)
+                (name, n): measure(name, env, n, max(1, args.messages // n), args.keep, args.ws)
                 for name in servers
                 for n in sizes
             }
@@ -161,7 +162,7 @@ def main() -> None:
                 rows.append(f"| {at or 'work tree'} | {name} | " + " | ".join(cells) + " |")
     lines = header(
         "Instructions per echo (callgrind)",
-        "each server under `valgrind --tool=callgrind`, one at a time; "
+        f"uvicorn `--ws {args.ws}`; each server under `valgrind --tool=callgrind`, one at a time; "
         "sequential echoes of 32-byte text messages; the idle loop's instructions over the "
         "same time subtracted. Ratios to raw in the same commit's run.",
         commits[-1],
