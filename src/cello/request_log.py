@@ -55,7 +55,11 @@ class RequestLog:
 
         async def watched_receive() -> Message:
             message = await receive()
-            if message["type"] == "websocket.disconnect" and outcome.close_code is None:
+            if (
+                message["type"] == "websocket.disconnect"
+                and outcome.status == 101  # a refused handshake has no close code
+                and outcome.close_code is None
+            ):
                 outcome.close_code = message.get("code", 1005)
             return message
 
