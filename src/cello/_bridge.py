@@ -154,6 +154,41 @@ class Channel:
             can send at once.
     """
 
+    # Slots, not a dict per connection: an idle connection should cost little memory.
+    __slots__ = (
+        "_arrivals",
+        "_asgi_send",
+        "_backlog_dropped",
+        "_disconnect_taken",
+        "_finished",
+        "_inbox",
+        "_link",
+        "_lock",
+        "_loop",
+        "_loop_thread",
+        "_outbox",
+        "_parked",
+        "_pump",
+        "_pump_resumed",
+        "_reader",
+        "_reader_interrupted",
+        "_receive",
+        "_sending_directly",
+        "_space",
+        "_space_on_loop",
+        "_space_waiters",
+        "_writer",
+        "_writer_idle",
+        "_writer_wakeup",
+        "accepted",
+        "close_code",
+        "close_reason",
+        "messages_in",
+        "messages_out",
+        "send_timeout",
+        "state",
+    )
+
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
@@ -171,8 +206,9 @@ class Channel:
         self.send_timeout = send_timeout
         self._lock = threading.Lock()
         #: Senders waiting for room wait here (same lock); notified by the writer and by
-        #: every state change.
-        self._space = threading.Condition(self._lock)
+        #: every state change. Made by the first thread that waits (under the lock): most
+        #: connections never fill their outbox, and an idle one should cost little.
+        self._space: threading.Condition | None = None
         self.state = _CONNECTING  # written by `_enter` only
         #: The close code and reason, set by the first close (either side); `None` while open.
         self.close_code: int | None = None
@@ -194,7 +230,7 @@ class Channel:
 
         # Incoming side (sync handlers only; async handlers receive directly).
         self._inbox: Inbox | None = Inbox(self._resume_pump) if sync_reader else None
-        self._pump_resumed = asyncio.Event()  # on the loop only
+        self._pump_resumed: asyncio.Event | None = None  # on the loop only; see start_pump
         self._reader: asyncio.Task[Any] | None = None  # on the loop only: waiting in `arecv`
         self._reader_interrupted = False  # on the loop only: `_settle` cancelled that wait
         self._disconnect_taken = False  # on the loop only: `_peer_gone` read the disconnect
@@ -264,7 +300,7 @@ class Channel:
         if new is _CLOSED_BY_PEER or new is _LOST:
             self._outbox.clear()
         if self._space_waiters:
-            self._space.notify_all()  # a waiting sender decides again
+            self._notify_space()  # a waiting sender decides again
         return True
 
     def _transition(self, new: State, code: int | None = None, reason: str = "") -> State | None:
@@ -416,6 +452,11 @@ class Channel:
         self.messages_out += 1
         return True
 
+    def _notify_space(self) -> None:
+        """Wake the threads waiting for room (the caller holds the lock)."""
+        if self._space is not None:  # else the waiters are coroutines only
+            self._space.notify_all()
+
     def _wait_for_space(self, timeout: float | None) -> None:
         if threading.get_ident() == self._loop_thread:
             if current_handler() is not None:
@@ -425,14 +466,18 @@ class Channel:
             self._too_slow("client too slow")
             raise ConnectionClosed(1008, "client too slow")
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._space:
+        with self._lock:
+            if self._space is None:
+                self._space = threading.Condition(self._lock)
+            space = self._space
+        with space:
             self._space_waiters += 1
             try:
                 while self.state is _OPEN and len(self._outbox) > OUTBOX_LIMIT:
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
                         break
-                    self._space.wait(remaining)
+                    space.wait(remaining)
             finally:
                 self._space_waiters -= 1
             timed_out = self.state is _OPEN and len(self._outbox) > OUTBOX_LIMIT
@@ -599,7 +644,7 @@ class Channel:
                 event = outbox.popleft()
                 room = self._space_waiters and len(outbox) <= low_water
                 if room:
-                    self._space.notify_all()
+                    self._notify_space()
             # Outside the lock (a socket write): nothing on the loop runs in between, and
             # only the loop changes the server's state, so `can_send` still holds.
             try:
@@ -624,7 +669,7 @@ class Channel:
                     event = outbox.popleft()
                     room = self._space_waiters and len(outbox) <= low_water
                     if room:
-                        self._space.notify_all()
+                        self._notify_space()
                 else:
                     if self.state in FINISHED:
                         return
@@ -709,6 +754,7 @@ class Channel:
         """Start reading client messages into the inbox (for sync handlers); with a
         server link they arrive there already (`_take_into_inbox`)."""
         if self._link is None:
+            self._pump_resumed = asyncio.Event()
             self._pump = self._loop.create_task(self._run_pump())
 
     def _take_into_inbox(self, event: Message) -> None:
@@ -747,6 +793,7 @@ class Channel:
     async def _pump_paused(self, inbox: Inbox) -> None:
         """Wait until the handler has taken the inbox down to half (`_resume_pump`)."""
         resumed = self._pump_resumed
+        assert resumed is not None, "made by start_pump"
         while inbox.paused:
             # Set only on the loop (by `_resume_pump`, scheduled after the inbox unpaused),
             # so it cannot be set between the check and this clear.
@@ -755,8 +802,10 @@ class Channel:
 
     def _resume_pump(self) -> None:
         """The inbox has room again (called from the thread that took a message)."""
-        link = self._link
-        self._on_loop(self._pump_resumed.set if link is None else link.resume_reading)
+        if self._link is not None:
+            self._on_loop(self._link.resume_reading)
+        elif self._pump_resumed is not None:
+            self._on_loop(self._pump_resumed.set)
 
     def recv(self, timeout: float | None = None) -> WebSocketMessage | None:
         """The next client message; a close message once, then `None`. Blocks (not on the loop).

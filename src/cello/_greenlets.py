@@ -117,6 +117,8 @@ class GreenletRun:
     callback), never from inside a handler: the handler switches back to that greenlet.
     """
 
+    __slots__ = ("_ended", "_error", "_loop", "_request", "_step", "greenlet", "parked")
+
     def __init__(
         self,
         handler: Callable[[], None],

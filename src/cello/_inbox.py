@@ -174,6 +174,19 @@ class Arrivals:
         resume: Read the socket again.
     """
 
+    __slots__ = (
+        "_bytes",
+        "_events",
+        "_loop",
+        "_pause",
+        "_paused",
+        "_resume",
+        "_waiters",
+        "max_bytes",
+        "max_messages",
+        "wake",
+    )
+
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
@@ -193,7 +206,7 @@ class Arrivals:
         self._paused = False
         #: Futures of waiting `receive` calls, first come first served (the handler's
         #: own, and the writer's when it reads why a send failed).
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._waiters: list[asyncio.Future[None]] = []  # rarely more than one
         #: Called (once, then cleared) when the next event arrives: how a greenlet
         #: handler parked on this connection is resumed without a task step.
         self.wake: Callable[[], None] | None = None
@@ -245,7 +258,7 @@ class Arrivals:
     def _wake_next(self) -> None:
         waiters = self._waiters
         while waiters:
-            waiter = waiters.popleft()
+            waiter = waiters.pop(0)
             if not waiter.done():
                 waiter.set_result(None)
                 return
