@@ -9,6 +9,7 @@ Cases already covered elsewhere (1011, 1013, 1009, 413, a clean close or a FIN w
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import queue
@@ -463,3 +464,32 @@ def test_uvicorn_command_line_takes_the_corrected_backend() -> None:
             + frame(CONTINUATION, b"fragment 2")
         )
         assert close_code_of(sock) == 1000
+
+
+@pytest.mark.parametrize("deflate", [True, False])
+def test_the_corrected_backend_keeps_uvicorns_connection_settings(deflate: bool) -> None:
+    """The connection is made again of the subclass (not by assigning `__class__`, which
+    made every attribute access slow): with uvicorn's very extensions, sizes and logger."""
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+    from uvicorn.server import ServerState
+
+    config = uvicorn.Config(App(), ws_max_size=12345, ws_per_message_deflate=deflate)
+    config.load()
+    loop = asyncio.new_event_loop()
+    try:
+        ours = WebSocketProtocol(config, ServerState(), {}, loop).conn
+        theirs = WebSocketsSansIOProtocol(config, ServerState(), {}, loop).conn
+    finally:
+        loop.close()
+    assert type(ours) is not type(theirs)
+    assert isinstance(ours, type(theirs))
+    assert (ours.max_message_size, ours.max_fragment_size) == (12345, None)
+    assert (ours.max_message_size, ours.max_fragment_size) == (
+        theirs.max_message_size,
+        theirs.max_fragment_size,
+    )
+    assert [type(e) for e in ours.available_extensions or []] == [
+        type(e) for e in theirs.available_extensions or []
+    ]
+    assert len(ours.available_extensions or []) == (1 if deflate else 0)
+    assert ours.logger is theirs.logger
