@@ -15,6 +15,7 @@ or a failure says the server could not.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import sys
 import threading
@@ -29,6 +30,7 @@ from cello import ConnectionClosed, WebSocketMessage
 from cello._bridge import FINISHED, OUTBOX_LIMIT, Channel, Queued, State, wake_writers
 from cello._events import accept_event, close_event, text_event
 from cello._greenlets import run_in_greenlet
+from cello._inbox import BURST
 
 WAIT = 5.0  # seconds any single expectation may take before the test fails
 
@@ -988,6 +990,50 @@ def test_a_greenlet_handler_failing_after_a_message_raises_from_its_task() -> No
         fake.client_sends("x")
         with pytest.raises(ValueError, match="bad message x"):
             await asyncio.wait_for(task, WAIT)
+        await channel.finish()
+
+    run(test)
+
+
+@pytest.mark.parametrize("runner", ["greenlet", "async"])
+def test_a_backlog_lets_the_loop_run_every_burst(path: str, runner: str) -> None:
+    """With a link up to 64 messages may wait for a handler on the loop; taking them one
+    after another without a wait would hold every other connection of the loop until the
+    backlog is worked off. Every `BURST` messages the loop runs once."""
+    if path == "asgi":
+        pytest.skip("through ASGI the server's queue decides (uvicorn reads one at a time)")
+
+    async def test(fake: FakeASGI) -> None:
+        loop = asyncio.get_running_loop()
+        channel = channel_for(fake, sync_reader=False)
+        channel.accept(ACCEPT)
+        await settle()
+        turns = 0  # loop iterations so far, counted by a callback that renews itself
+        seen: list[int] = []  # `turns` as each message was taken
+
+        def tick() -> None:
+            nonlocal turns
+            turns += 1
+            if len(seen) < 40:
+                loop.call_soon(tick)
+
+        for i in range(40):
+            fake.client_sends(str(i))
+        loop.call_soon(tick)
+        if runner == "greenlet":
+
+            def body() -> None:
+                for _ in range(40):
+                    channel.recv()
+                    seen.append(turns)
+
+            await asyncio.wait_for(greenlet_handler(channel, body), WAIT)
+        else:
+            for _ in range(40):
+                await channel.arecv()
+                seen.append(turns)
+        runs = [len(list(group)) for _, group in itertools.groupby(seen)]
+        assert max(runs) <= BURST, runs
         await channel.finish()
 
     run(test)

@@ -846,7 +846,11 @@ class Channel:
             if event is not None:
                 return self._received(event)
             self._parked = handler
-            arrivals.wake = self._wake_parked
+            if arrivals.waiting():
+                # Held back after a burst: the loop runs once, then this handler goes on.
+                self._loop.call_soon(self._wake_parked)
+            else:
+                arrivals.wake = self._wake_parked
             try:
                 handler.driver.switch(PARK)
             finally:

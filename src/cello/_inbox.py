@@ -34,6 +34,9 @@ from .messages import WebSocketMessage
 MAX_MESSAGES: Final = 64
 #: Bytes (characters for text) of waiting messages before the pump pauses.
 MAX_BYTES: Final = 1024 * 1024
+#: Waiting messages a handler on the loop (async, greenlet) takes in a row before the
+#: loop runs once: a backlog must not hold every other connection of the loop meanwhile.
+BURST: Final = 16
 
 
 _END: Final = object()  # in the queue after the last message: nothing more will come
@@ -175,6 +178,7 @@ class Arrivals:
     """
 
     __slots__ = (
+        "_burst",
         "_bytes",
         "_events",
         "_loop",
@@ -203,6 +207,7 @@ class Arrivals:
         self.max_bytes = max_bytes
         self._events: deque[Message] = deque()
         self._bytes = 0  # sizes of the waiting messages, added up
+        self._burst = 0  # events taken in a row without waiting (see `BURST`)
         self._paused = False
         #: Futures of waiting `receive` calls, first come first served (the handler's
         #: own, and the writer's when it reads why a send failed).
@@ -235,13 +240,27 @@ class Arrivals:
             self._loop.call_soon(wake)
 
     def take_nowait(self) -> Message | None:
-        """The next event if one is waiting, else `None`."""
-        return self._take() if self._events else None
+        """The next event if one is waiting, else `None`; also `None` once every `BURST`
+        events taken in a row, so that the caller lets the loop run (events still wait:
+        see `waiting`)."""
+        if not self._events or self._burst >= BURST:
+            self._burst = 0
+            return None
+        self._burst += 1
+        return self._take()
+
+    def waiting(self) -> bool:
+        """Whether an event waits (`take_nowait` may have held it back for a turn)."""
+        return bool(self._events)
 
     async def receive(self) -> Message:
         """The next event, waiting for it: the connection's ASGI `receive`, served here."""
         events = self._events
+        if events and self._burst >= BURST:
+            await asyncio.sleep(0)  # let the loop run once: see `BURST`
+            self._burst = 0
         while not events:
+            self._burst = 0
             waiter = self._loop.create_future()
             self._waiters.append(waiter)
             try:
@@ -253,6 +272,7 @@ class Arrivals:
             finally:
                 if not waiter.done():
                     self._waiters.remove(waiter)
+        self._burst += 1
         return self._take()
 
     def _wake_next(self) -> None:
