@@ -29,7 +29,7 @@ import pytest
 from cello import ConnectionClosed, WebSocketMessage
 from cello._bridge import FINISHED, OUTBOX_LIMIT, Channel, Queued, State, wake_writers
 from cello._events import accept_event, close_event, text_event
-from cello._greenlets import run_in_greenlet
+from cello._greenlets import GreenletRun
 from cello._inbox import BURST
 
 WAIT = 5.0  # seconds any single expectation may take before the test fails
@@ -854,7 +854,7 @@ def test_flush_gives_up_on_a_client_that_reads_nothing(monkeypatch: pytest.Monke
 
 def greenlet_handler(channel: Channel, body: Callable[[], None]) -> asyncio.Task[None]:
     """Run `body` as a greenlet route's handler of `channel` (as `_connection` does)."""
-    return asyncio.create_task(run_in_greenlet(body, channel, route="test"))
+    return asyncio.create_task(GreenletRun(body, channel, route="test").run())
 
 
 def test_a_greenlet_recv_waits_for_each_message_and_the_close(path: str) -> None:

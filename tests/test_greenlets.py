@@ -15,7 +15,7 @@ from greenlet import getcurrent
 
 import cello
 from cello import _stall_watch
-from cello._greenlets import HandlerGreenlets, await_, current_handler, run_in_greenlet
+from cello._greenlets import GreenletRun, HandlerGreenlets, await_, current_handler
 from cello._stall_watch import StallWatch, _gc_clock
 from cello.runners import check_runner, default_runner
 from servers import wait_until
@@ -42,7 +42,7 @@ def test_a_handler_waits_for_awaitables_as_plain_calls() -> None:
         seen.append(await_(_value(None)))
         seen.append(threading.current_thread() is threading.main_thread())
 
-    asyncio.run(run_in_greenlet(handler, object(), route="t"))
+    asyncio.run(GreenletRun(handler, object(), route="t").run())
     assert seen == [True, 1, None, True]
 
 
@@ -55,7 +55,7 @@ def test_an_awaitable_that_raises_raises_in_the_handler() -> None:
         except KeyError as exc:
             caught.append(exc)
 
-    asyncio.run(run_in_greenlet(handler, object(), route="t"))
+    asyncio.run(GreenletRun(handler, object(), route="t").run())
     assert [type(e) for e in caught] == [KeyError]
 
 
@@ -65,7 +65,7 @@ def test_what_the_handler_raises_reaches_its_task() -> None:
         raise ValueError("handler failed")
 
     with pytest.raises(ValueError, match="handler failed"):
-        asyncio.run(run_in_greenlet(handler, object(), route="t"))
+        asyncio.run(GreenletRun(handler, object(), route="t").run())
 
 
 def test_cancelling_the_task_unwinds_the_handler_where_it_waits() -> None:
@@ -78,7 +78,7 @@ def test_cancelling_the_task_unwinds_the_handler_where_it_waits() -> None:
             unwound.set()
 
     async def main() -> None:
-        task = asyncio.create_task(run_in_greenlet(handler, object(), route="t"))
+        task = asyncio.create_task(GreenletRun(handler, object(), route="t").run())
         await asyncio.sleep(0)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -97,7 +97,7 @@ def test_the_handler_sees_its_tasks_context_variables() -> None:
 
     async def main() -> None:
         request_id.set("abc")
-        await run_in_greenlet(handler, object(), route="t")
+        await GreenletRun(handler, object(), route="t").run()
         seen.append(request_id.get())
 
     asyncio.run(main())
@@ -141,8 +141,8 @@ def test_a_long_stretch_is_reported_once_per_route(caplog: pytest.LogCaptureFixt
         time.sleep(0.05)
 
     async def main() -> None:
-        await run_in_greenlet(blocks, object(), route="app.blocks", watch=watch)
-        await run_in_greenlet(blocks, object(), route="app.blocks", watch=watch)
+        await GreenletRun(blocks, object(), route="app.blocks", watch=watch).run()
+        await GreenletRun(blocks, object(), route="app.blocks", watch=watch).run()
 
     with caplog.at_level(logging.WARNING, logger="cello"):
         asyncio.run(main())
@@ -170,7 +170,7 @@ def test_a_garbage_collection_is_not_the_handlers_stall(
     gc.collect()
     assert time.perf_counter() - started > 0.002, "the collection must outlast the threshold"
     with caplog.at_level(logging.WARNING, logger="cello"):
-        asyncio.run(run_in_greenlet(collects, object(), route="app.collects", watch=watch))
+        asyncio.run(GreenletRun(collects, object(), route="app.collects", watch=watch).run())
     del garbage
     assert not [r for r in caplog.records if "held the event loop" in r.getMessage()]
     watch.stop()
@@ -183,7 +183,7 @@ def test_a_short_stretch_is_not_reported(caplog: pytest.LogCaptureFixture) -> No
         await_(_value(None))
 
     with caplog.at_level(logging.WARNING, logger="cello"):
-        asyncio.run(run_in_greenlet(quick, object(), route="app.quick", watch=watch))
+        asyncio.run(GreenletRun(quick, object(), route="app.quick", watch=watch).run())
     assert not caplog.records
     assert watch.running == {threading.get_ident(): None}
 
@@ -256,7 +256,7 @@ def test_blocking_runs_in_a_worker_thread_from_a_greenlet_handler() -> None:
         with pytest.raises(ZeroDivisionError):
             cello.blocking(lambda: 1 / 0)
 
-    asyncio.run(run_in_greenlet(handler, object(), route="t"))
+    asyncio.run(GreenletRun(handler, object(), route="t").run())
     (name, total), context = seen
     assert name != threading.current_thread().name
     assert total == 3
@@ -271,7 +271,7 @@ def test_sleep_in_a_greenlet_handler_lets_the_loop_run() -> None:
         order.append("handler")
 
     async def main() -> None:
-        task = asyncio.create_task(run_in_greenlet(handler, object(), route="t"))
+        task = asyncio.create_task(GreenletRun(handler, object(), route="t").run())
         await asyncio.sleep(0)
         order.append("loop")
         await task

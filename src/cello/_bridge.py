@@ -15,6 +15,11 @@ message is in this file (the incoming side's buffer is `_inbox.Inbox`):
 * fan-out (the hub): `Channel.enqueue` puts one shared event in many outboxes from the
   calling thread without waiting, and `wake_writers` wakes the idle writers among them with
   one hop to the loop.
+* with a server link (`cello._server_link`, cello's own uvicorn backend): the server
+  hands the client's events to the connection as it parses them (`_take_into_inbox` for a
+  sync handler, an `Arrivals` buffer for the others, where a greenlet handler's `recv`
+  parks until one arrives), and a woken writer writes through the link while the server
+  can send at once (`_write_now`, `_write_at_once`), falling back to the writer task.
 
 The connection's state is one `State`, changed only by `Channel._enter` under the
 connection's lock, in the same critical section that queues what the change sends (the

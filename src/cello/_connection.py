@@ -34,7 +34,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from ._bridge import Channel
 from ._events import accept_event, close_event, refusal
-from ._greenlets import HandlerGreenlets, await_, run_in_greenlet
+from ._greenlets import GreenletRun, HandlerGreenlets, await_
 from ._server_link import find_link
 from ._threads import HandlerThreads
 from .errors import ConnectionClosed
@@ -372,13 +372,13 @@ async def _run_greenlet(
         _serve_sync(endpoint, ws, request, channel, accept_now, await_, _UNWINDING)
 
     try:
-        await run_in_greenlet(
+        await GreenletRun(
             handle,
             channel,
             route=endpoint.name,
             watch=greenlets.watch,
             limiter=app.blocking_limiter,
-        )
+        ).run()
     except asyncio.CancelledError:
         channel.abort()
         raise

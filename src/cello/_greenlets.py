@@ -92,18 +92,6 @@ def await_(awaitable: Awaitable[T]) -> T:
     return cast(T, current.driver.switch(awaitable))
 
 
-async def run_in_greenlet(
-    handler: Callable[[], None],
-    channel: object,
-    *,
-    route: str,
-    watch: StallWatch | None = None,
-    limiter: anyio.CapacityLimiter | None = None,
-) -> None:
-    """Run `handler` in a new greenlet driven by this task (see `GreenletRun`)."""
-    await GreenletRun(handler, channel, route=route, watch=watch, limiter=limiter).run()
-
-
 class GreenletRun:
     """One handler greenlet and what drives it: its connection's task, which awaits what
     the handler hands over, and whoever resumes it after it parked.
@@ -117,7 +105,17 @@ class GreenletRun:
     callback), never from inside a handler: the handler switches back to that greenlet.
     """
 
-    __slots__ = ("_ended", "_error", "_loop", "_request", "_step", "greenlet", "parked")
+    __slots__ = (
+        "_ended", "_error", "_loop", "_made", "_request", "_step", "greenlet", "parked",
+    )  # fmt: skip
+
+    # Set by `run`, on the connection's task (whose context variables the handler sees):
+    # a run may be made before its loop runs.
+    _loop: asyncio.AbstractEventLoop
+    #: Resolved with the next awaitable the handler hands over, or when it has ended.
+    _request: asyncio.Future[Any]
+    greenlet: HandlerGreenlet
+    _step: Callable[..., Any]
 
     def __init__(
         self,
@@ -128,11 +126,7 @@ class GreenletRun:
         watch: StallWatch | None = None,
         limiter: anyio.CapacityLimiter | None = None,
     ) -> None:
-        self._loop = asyncio.get_running_loop()
-        self.greenlet = HandlerGreenlet(handler, getcurrent(), channel, limiter, self)
-        self._step = _untimed if watch is None else watch.timing(self.greenlet, route)
-        #: Resolved with the next awaitable the handler hands over, or when it has ended.
-        self._request: asyncio.Future[Any] = self._loop.create_future()
+        self._made = (handler, channel, route, watch, limiter)
         self._ended = False
         self._error: BaseException | None = None
         #: Whether the handler is parked (waiting for its connection to resume it).
@@ -161,7 +155,11 @@ class GreenletRun:
 
     async def run(self) -> None:
         """Start the handler and serve its requests until it ends (on its connection's task)."""
-        greenlet = self.greenlet
+        self._loop = asyncio.get_running_loop()
+        self._request = self._loop.create_future()
+        handler, channel, route, watch, limiter = self._made
+        greenlet = self.greenlet = HandlerGreenlet(handler, getcurrent(), channel, limiter, self)
+        self._step = _untimed if watch is None else watch.timing(greenlet, route)
         self.resume(greenlet.switch)
         while True:
             request = self._request
