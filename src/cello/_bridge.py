@@ -560,11 +560,8 @@ class Channel:
         stopped reading, as in `send`.
         """
         self._sending_directly = True
-        link = self._link
         try:
-            if link is not None and event["type"] == "websocket.send" and link.can_send():
-                link.send_now(event)  # no wait
-            elif timeout is None:
+            if timeout is None:
                 await self._asgi_send(event)
             else:
                 async with asyncio.timeout(timeout):
@@ -636,20 +633,13 @@ class Channel:
         link = self._link
         assert link is not None
         outbox = self._outbox
-        low_water = OUTBOX_LIMIT // 2
         while True:
             with self._lock:
-                if not outbox:
-                    if self.state in FINISHED:
-                        return False  # the task ends the writer
-                    self._writer_idle = True
-                    return True
-                if outbox[0]["type"] != "websocket.send" or not link.can_send():
+                if outbox and (outbox[0]["type"] != "websocket.send" or not link.can_send()):
                     return False
-                event = outbox.popleft()
-                room = self._space_waiters and len(outbox) <= low_water
-                if room:
-                    self._notify_space()
+                event = self._take_next()
+                if event is None:
+                    return self.state not in FINISHED  # else the task ends the writer
             # Outside the lock (a socket write): nothing on the loop runs in between, and
             # only the loop changes the server's state, so `can_send` still holds.
             try:
@@ -659,34 +649,39 @@ class Channel:
                 self._transition(_LOST, ABNORMAL_CLOSURE)
                 return False
             self.messages_out += 1
-            if room and self._space_on_loop is not None:
+
+    def _take_next(self) -> Message | None:
+        """The writer's next event (on the loop, holding the lock), or `None` when the
+        outbox is empty: the writer is then idle, unless the outgoing side is finished.
+
+        Once the outbox is down to half, the senders waiting for room go on.
+        """
+        outbox = self._outbox
+        if not outbox:
+            if self.state not in FINISHED:
+                self._writer_idle = True
+            return None
+        event = outbox.popleft()
+        if self._space_waiters and len(outbox) <= OUTBOX_LIMIT // 2:
+            self._notify_space()
+            if self._space_on_loop is not None:
                 self._space_on_loop.set()
+        return event
 
     async def _write(self) -> None:
         """Drain the outbox into the ASGI `send` until the outgoing side is finished."""
-        outbox = self._outbox
         lock = self._lock
         asgi_send = self._asgi_send
-        low_water = OUTBOX_LIMIT // 2
         while True:
             with lock:
-                if outbox:
-                    event = outbox.popleft()
-                    room = self._space_waiters and len(outbox) <= low_water
-                    if room:
-                        self._notify_space()
-                else:
-                    if self.state in FINISHED:
-                        return
-                    self._writer_idle = True
-                    event = None
+                event = self._take_next()
+                if event is None and self.state in FINISHED:
+                    return
             if event is None:
                 self._writer_wakeup = self._loop.create_future()
                 await self._writer_wakeup
                 self._writer_wakeup = None
                 continue
-            if room and self._space_on_loop is not None:
-                self._space_on_loop.set()
             try:
                 await asgi_send(event)
             except _GONE:
@@ -871,13 +866,9 @@ class Channel:
         `data_received` that copy cost more than the task step it saves.
         """
         handler = self._parked
-        if handler is None:
-            return
-        runner = handler.runner
-        if runner is None or not runner.parked:
-            return  # not parked after all (thrown out of its wait meanwhile)
-        self._parked = None
-        runner.resume(handler.switch)
+        if handler is not None:  # else resumed already, or thrown out of its wait
+            self._parked = None
+            handler.runner.resume(handler.switch)
 
     async def arecv(self, timeout: float | None = None) -> WebSocketMessage | None:
         """`recv` for async and greenlet handlers: reads the ASGI `receive` directly, no pump.

@@ -54,8 +54,8 @@ class HandlerGreenlet(greenlet):  # type: ignore[misc]  # greenlet ships no type
         run: Callable[[], None],
         driver: greenlet,
         channel: object,
-        limiter: anyio.CapacityLimiter | None = None,
-        runner: GreenletRun | None = None,
+        limiter: anyio.CapacityLimiter | None,
+        runner: GreenletRun,
     ) -> None:
         super().__init__(run, driver)
         #: The greenlet the connection's task runs in: `await_` switches to it.
@@ -105,13 +105,10 @@ class GreenletRun:
     callback), never from inside a handler: the handler switches back to that greenlet.
     """
 
-    __slots__ = (
-        "_ended", "_error", "_loop", "_made", "_request", "_step", "greenlet", "parked",
-    )  # fmt: skip
+    __slots__ = ("_ended", "_error", "_made", "_request", "_step", "greenlet")
 
     # Set by `run`, on the connection's task (whose context variables the handler sees):
     # a run may be made before its loop runs.
-    _loop: asyncio.AbstractEventLoop
     #: Resolved with the next awaitable the handler hands over, or when it has ended.
     _request: asyncio.Future[Any]
     greenlet: HandlerGreenlet
@@ -129,13 +126,11 @@ class GreenletRun:
         self._made = (handler, channel, route, watch, limiter)
         self._ended = False
         self._error: BaseException | None = None
-        #: Whether the handler is parked (waiting for its connection to resume it).
-        self.parked = False
 
     def resume(self, method: Callable[..., Any], *args: Any) -> None:
         """Run the handler (`greenlet.switch`, or `greenlet.throw` with an exception) until
-        it next waits, and see to what it waits for."""
-        self.parked = False
+        it next waits, and see to what it waits for: a parked handler is resumed by its
+        connection (`Channel._wake_parked`), an awaitable is handed to the task."""
         try:
             request = self._step(method, *args)
         except BaseException as exc:  # noqa: BLE001 - the handler's end: `run` raises it
@@ -143,9 +138,7 @@ class GreenletRun:
             return
         if self.greenlet.dead:
             self._end(None)
-        elif request is PARK:
-            self.parked = True
-        else:
+        elif request is not PARK:
             self._request.set_result(request)
 
     def _end(self, error: BaseException | None) -> None:
@@ -155,8 +148,8 @@ class GreenletRun:
 
     async def run(self) -> None:
         """Start the handler and serve its requests until it ends (on its connection's task)."""
-        self._loop = asyncio.get_running_loop()
-        self._request = self._loop.create_future()
+        loop = asyncio.get_running_loop()
+        self._request = loop.create_future()
         handler, channel, route, watch, limiter = self._made
         greenlet = self.greenlet = HandlerGreenlet(handler, getcurrent(), channel, limiter, self)
         self._step = _untimed if watch is None else watch.timing(greenlet, route)
@@ -174,12 +167,12 @@ class GreenletRun:
                     awaitable = request.result()
                     if inspect.iscoroutine(awaitable):
                         awaitable.close()  # never awaited: no warning
-                self._request = self._loop.create_future()
+                self._request = loop.create_future()
                 self.resume(greenlet.throw, exc)
                 continue
             if self._ended:
                 break
-            self._request = self._loop.create_future()
+            self._request = loop.create_future()
             try:
                 result = await awaitable
             except BaseException as exc:  # noqa: BLE001 - thrown into the handler, where it waits

@@ -216,9 +216,6 @@ class Arrivals:
         #: handler parked on this connection is resumed without a task step.
         self.wake: Callable[[], None] | None = None
 
-    def __len__(self) -> int:
-        return len(self._events)
-
     def put(self, event: Message) -> None:
         """An event from the server: keep it, and wake a waiting `receive`."""
         events = self._events
