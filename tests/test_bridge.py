@@ -317,7 +317,7 @@ def test_a_send_only_handler_learns_the_clients_close_code() -> None:
         fake.client_closes(1001, "going away")
         fake.fail = OSError("client gone")
         channel.send(text_event("x"))
-        await asyncio.wait_for(channel._finished, WAIT)
+        await asyncio.wait_for(channel.finished(), WAIT)
         assert channel.state is State.CLOSED_BY_PEER
         with pytest.raises(ConnectionClosed) as closed:
             channel.send(text_event("y"))
@@ -500,7 +500,7 @@ def test_a_send_racing_close_from_another_thread_goes_out_or_raises() -> None:
     run(test)
 
 
-class GatedOutbox(deque[dict[str, Any]]):
+class GatedOutbox(list[dict[str, Any]]):
     """An outbox that holds the first data event's sender inside the append, until the
     closing thread has closed (or `hold` seconds have passed): the interleaving that lets a
     send land behind the close frame when the open check and the append are not atomic."""
@@ -610,6 +610,31 @@ def test_an_unexpected_send_error_is_logged_and_loses_the_connection(
 
     run(test)
     assert "Sending websocket.accept failed" in caplog.text
+
+
+def test_an_idle_linked_connection_keeps_no_task() -> None:
+    """With a server link, once what a thread handler queued has gone out, the writer ends
+    rather than wait: an idle connection holds no task (memory per idle connection), and
+    the next message is written at once, in order."""
+
+    async def test(fake: FakeASGI) -> None:
+        channel = channel_for(fake)
+        channel.start_pump()
+        await in_thread(lambda: channel.accept(ACCEPT))
+        await in_thread(lambda: channel.send(text_event("a")))
+        await settle()
+        others = asyncio.all_tasks() - {asyncio.current_task()}
+        if fake.linked:
+            assert others == set()
+        else:
+            assert len(others) == 2  # the pump, and the writer waiting to be woken
+        await in_thread(lambda: channel.send(text_event("b")))
+        await settle()
+        assert fake.texts() == ["a", "b"]
+        await channel.finish()
+        assert fake.kinds()[-1] == "close"
+
+    run(test)
 
 
 # ----------------------------------------------------------------- back-pressure, timeouts

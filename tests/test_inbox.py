@@ -91,7 +91,7 @@ def test_a_second_reader_is_refused() -> None:
     waiting = threading.Thread(target=inbox.get, args=(WAIT,))
     waiting.start()
     deadline = time.monotonic() + WAIT
-    while not inbox._reader.locked() and time.monotonic() < deadline:  # the first reader is in get
+    while not inbox._reading and time.monotonic() < deadline:  # the first reader is in get
         time.sleep(0.001)
     with pytest.raises(ConcurrencyError, match="one thread at a time"):
         inbox.get(0)

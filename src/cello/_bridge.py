@@ -219,15 +219,20 @@ class Channel:
         self.close_code: int | None = None
         self.close_reason = ""
         self._backlog_dropped = False  # set with the close when the backlog was dropped
-        #: Resolved on the loop once the state is in `FINISHED`.
-        self._finished: asyncio.Future[None] = loop.create_future()
+        #: Resolved on the loop once the state is in `FINISHED`; made by the first to need
+        #: it (see `finished`), so an idle connection holds no future.
+        self._finished: asyncio.Future[None] | None = None
 
         # Outgoing side.
-        self._outbox: deque[Message] = deque()  # appended by `_queue`, popped by the writer
+        #: Appended by `_queue`, popped by the writer. A list, not a deque: an empty deque
+        #: costs 600 bytes, and the outbox holds a few events (at most the hub's limit).
+        self._outbox: list[Message] = []
         self._writer_idle = (
             True  # set by the writer (and a direct send) when done; cleared by `_queue`
         )
-        self._writer: asyncio.Task[None] | None = None  # started on the first wake-up
+        #: Started by a wake-up that cannot write at once; with a server link it ends
+        #: when idle (see `_write`), else it waits for the next wake-up.
+        self._writer: asyncio.Task[None] | None = None
         self._writer_wakeup: asyncio.Future[None] | None = None  # on the loop only
         self._sending_directly = False  # on the loop only: `_send_directly` is sending
         self._space_waiters = 0  # threads and coroutines waiting for room (under the lock)
@@ -332,7 +337,9 @@ class Channel:
 
     def _settle(self, wake: bool) -> None:
         """On the loop after a transition: wake the writer and every waiter."""
-        if wake or self._writer is not None:
+        # A waiting writer sees the new state; what is queued goes out (a writer that
+        # ended idle, with a link, may have events queued by `enqueue` before its wake).
+        if wake or self._writer is not None or self._outbox:
             self._wake_writer()
         if self._space_on_loop is not None:
             self._space_on_loop.set()
@@ -348,8 +355,10 @@ class Channel:
             # Closed by the app (or lost): a waiting `arecv` returns None now.
             self._reader_interrupted = True
             reader.cancel()
-        if state in FINISHED and not self._finished.done():
-            self._finished.set_result(None)
+        if state in FINISHED:
+            finished = self.finished()
+            if not finished.done():
+                finished.set_result(None)
         if self._parked is not None and state is not _OPEN:
             # Closed by the app (or lost): the parked `recv` returns None. Resumed from a
             # callback: this may run inside another greenlet handler (its `close`).
@@ -661,7 +670,7 @@ class Channel:
             if self.state not in FINISHED:
                 self._writer_idle = True
             return None
-        event = outbox.popleft()
+        event = outbox.pop(0)
         if self._space_waiters and len(outbox) <= OUTBOX_LIMIT // 2:
             self._notify_space()
             if self._space_on_loop is not None:
@@ -678,6 +687,12 @@ class Channel:
                 if event is None and self.state in FINISHED:
                     return
             if event is None:
+                if self._link is not None:
+                    # Idle with a server link: end rather than wait. `_wake_writer` writes
+                    # the next messages at once, and starts a writer again only for what
+                    # must be awaited, so an idle connection keeps no task.
+                    self._writer = None
+                    return
                 self._writer_wakeup = self._loop.create_future()
                 await self._writer_wakeup
                 self._writer_wakeup = None
@@ -722,6 +737,13 @@ class Channel:
                 return
         self._transition(_LOST, ABNORMAL_CLOSURE)
 
+    def finished(self) -> asyncio.Future[None]:
+        """Resolved once the outgoing side is finished (on the loop's thread only)."""
+        finished = self._finished
+        if finished is None:
+            finished = self._finished = self._loop.create_future()
+        return finished
+
     async def flush(self) -> None:
         """Wait until the outgoing side is finished: the close frame sent, or the client gone.
 
@@ -730,7 +752,7 @@ class Channel:
         `FLUSH_STALL_TIMEOUT` seconds the rest is dropped and the connection ends here
         (the server then closes the socket once it can).
         """
-        finished = self._finished
+        finished = self.finished()
         while not finished.done():
             # Closing, so nothing is added any more: progress is the outbox shrinking.
             left = len(self._outbox)

@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Protocol
 
 import anyio
 import anyio.to_thread
@@ -229,9 +228,23 @@ async def serve_websocket(app: WebSocketHost, scope: Scope, receive: Receive, se
         if runner is None:
             await _run_async(app, endpoint, channel, request, subprotocol, accept)
         elif runner == "greenlet":
-            await _run_greenlet(app, endpoint, channel, request, subprotocol, accept)
+            await _run_greenlet(app, _GreenletTurn(endpoint, channel, request, subprotocol, accept))
         else:
-            await _run_sync(app, endpoint, channel, request, subprotocol, accept)
+            # Awaited here rather than in a coroutine of its own (as the other runners
+            # are): one frame fewer for each idle thread route's connection.
+            turn = _ThreadTurn(endpoint, channel, request, subprotocol, accept)
+            if turn.start(app.handler_threads):
+                try:
+                    await turn.done
+                except asyncio.CancelledError:
+                    channel.abort()  # wake the handler's blocked recv/send: its thread ends
+                    raise
+                await channel.finish()
+            else:
+                threads = app.handler_threads
+                await _refuse_busy(
+                    channel, accept, request.path, "thread", threads.busy, threads.limit
+                )
     finally:
         app.live_channels.discard(channel)
         app.hub.forget(channel)
@@ -305,77 +318,20 @@ async def _run_async(
     await channel.finish()
 
 
-async def _run_sync(
-    app: WebSocketHost,
-    endpoint: WebSocketEndpoint,
-    channel: Channel,
-    request: Request,
-    subprotocol: str | None,
-    accept: Message,
-) -> None:
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[None] = loop.create_future()
-    ws = WebSocket(channel, request, subprotocol)
-
-    def finished() -> None:
-        if not done.done():
-            done.set_result(None)
-
-    def wait_on_loop(awaitable: Awaitable[Any]) -> Any:
-        return asyncio.run_coroutine_threadsafe(_await(awaitable), loop).result()
-
-    def run_in_thread() -> None:
-        try:
-            accept_queued = functools.partial(channel.accept, accept)
-            _serve_sync(endpoint, ws, request, channel, accept_queued, wait_on_loop)
-        finally:
-            # RuntimeError: the loop is gone (process exit) and nobody is waiting.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(finished)
-
-    channel.start_pump()
-    threads = app.handler_threads
-    if not threads.submit(run_in_thread):
-        await _refuse_busy(channel, accept, request.path, "thread", threads.busy, threads.limit)
-        return
-    try:
-        await done
-    except asyncio.CancelledError:
-        channel.abort()  # wake the handler's blocked recv/send so its thread can end
-        raise
-    await channel.finish()
-
-
-async def _run_greenlet(
-    app: WebSocketHost,
-    endpoint: WebSocketEndpoint,
-    channel: Channel,
-    request: Request,
-    subprotocol: str | None,
-    accept: Message,
-) -> None:
-    """Run a plain `def` handler in a greenlet on this task (see `_greenlets`)."""
+async def _run_greenlet(app: WebSocketHost, turn: _GreenletTurn) -> None:
+    """Run a plain `def` handler's turn in a greenlet on this task (see `_greenlets`)."""
+    channel = turn.channel
     greenlets = app.handler_greenlets
     if not greenlets.reserve():
         await _refuse_busy(
-            channel, accept, request.path, "greenlet", greenlets.busy, greenlets.limit
+            channel, turn.accept, turn.request.path, "greenlet", greenlets.busy, greenlets.limit
         )
         return
-    ws = WebSocket(channel, request, subprotocol)
-
-    def accept_now() -> None:
-        # Sent before the handler runs: nothing reads this connection (no pump), so
-        # sending is how a client that left during the guards is found out.
-        await_(channel.aaccept(accept))
-
-    def handle() -> None:
-        _serve_sync(endpoint, ws, request, channel, accept_now, await_, _UNWINDING)
-
     try:
         await GreenletRun(
-            handle,
+            turn.serve,
             channel,
-            route=endpoint.name,
+            route=turn.endpoint.name,
             watch=greenlets.watch,
             limiter=app.blocking_limiter,
         ).run()
@@ -387,61 +343,135 @@ async def _run_greenlet(
     await channel.finish()
 
 
-#: What a greenlet handler raises when its connection's task is cancelled: not its failure.
-_UNWINDING: Final = (asyncio.CancelledError, GreenletExit)
-
-
-def _serve_sync(
-    endpoint: WebSocketEndpoint,
-    ws: WebSocket,
-    request: Request,
-    channel: Channel,
-    accept: Callable[[], None],
-    wait: Callable[[Awaitable[Any]], Any],
-    unwinding: tuple[type[BaseException], ...] = (),
-) -> None:
+class _HandlerTurn:
     """A plain `def` handler's whole turn, on its thread or in its greenlet: the guards,
     the accept, the handler, and the boundary that turns its failure into 1011.
 
-    `accept` accepts the connection (raising `ConnectionClosed` if it is closed);
-    `wait` waits there for an async guard; `unwinding` passes through (cancellation).
+    The runners differ in how the turn accepts (`accept_now`) and waits for an async
+    guard (`wait`). One object per connection holding what the turn needs, rather than
+    closures over the runner's frame: an idle connection keeps it, and costs less so.
     """
-    try:
-        if _guards_allow(endpoint, request, channel, wait):
-            accept()
-            _call_handler(endpoint, ws, request)
-    except ConnectionClosed:
-        pass  # a send raced the client's departure: a normal end
-    except unwinding:
-        raise
-    except BaseException as exc:  # noqa: BLE001 - the handler boundary, SystemExit included:
-        # log and close 1011; a thread goes back to the pool, never dies with its job.
-        _log_handler_error(endpoint, exc)
-        channel.close(1011, "internal error")
+
+    __slots__ = ("accept", "channel", "endpoint", "request", "ws")
+
+    #: What passes through the boundary: not the handler's failure (cancellation).
+    unwinding: tuple[type[BaseException], ...] = ()
+
+    def __init__(
+        self,
+        endpoint: WebSocketEndpoint,
+        channel: Channel,
+        request: Request,
+        subprotocol: str | None,
+        accept: Message,
+    ) -> None:
+        self.endpoint = endpoint
+        self.channel = channel
+        self.request = request
+        self.ws = WebSocket(channel, request, subprotocol)
+        self.accept = accept
+
+    def serve(self) -> None:
+        """The turn itself."""
+        endpoint, channel = self.endpoint, self.channel
+        try:
+            if self._guards_allow():
+                self.accept_now()
+                _call_handler(endpoint, self.ws, self.request)
+        except ConnectionClosed:
+            pass  # a send raced the client's departure: a normal end
+        except self.unwinding:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - the handler boundary, SystemExit too:
+            # log and close 1011; a thread goes back to the pool, never dies with its job.
+            _log_handler_error(endpoint, exc)
+            channel.close(1011, "internal error")
+
+    def accept_now(self) -> None:
+        """Accept the connection (`ConnectionClosed` if it is closed already)."""
+        raise NotImplementedError
+
+    def wait(self, awaitable: Awaitable[Any]) -> Any:
+        """Wait here for `awaitable` (an async guard's result), run on the loop."""
+        raise NotImplementedError
+
+    def _guards_allow(self) -> bool:
+        """Run the route's guards; refuse through the channel if one says no."""
+        request = self.request
+        error: Exception | None = None
+        try:
+            for guard in self.endpoint.guards:
+                result = guard(request)
+                if inspect.isawaitable(result):
+                    result = self.wait(result)
+                if result is False:
+                    break
+            else:
+                return True
+        except Exception as exc:  # noqa: BLE001 - any guard failure refuses the connection
+            error = exc
+        self.channel.deny(_refusal_for(request.scope, error))
+        return False
 
 
-def _guards_allow(
-    endpoint: WebSocketEndpoint,
-    request: Request,
-    channel: Channel,
-    wait: Callable[[Awaitable[Any]], Any],
-) -> bool:
-    """Run the route's guards in the handler's thread or greenlet; refuse through `channel`
-    if one says no. `wait` waits for an async guard's result there."""
-    error: Exception | None = None
-    try:
-        for guard in endpoint.guards:
-            result = guard(request)
-            if inspect.isawaitable(result):
-                result = wait(result)
-            if result is False:
-                break
-        else:
-            return True
-    except Exception as exc:  # noqa: BLE001 - any guard failure refuses the connection
-        error = exc
-    channel.deny(_refusal_for(request.scope, error))
-    return False
+class _ThreadTurn(_HandlerTurn):
+    """The turn as a handler thread's job: it queues the accept, an async guard runs on
+    the loop, and the loop hears (`done`) when the turn has ended."""
+
+    __slots__ = ("done",)
+
+    def __init__(
+        self,
+        endpoint: WebSocketEndpoint,
+        channel: Channel,
+        request: Request,
+        subprotocol: str | None,
+        accept: Message,
+    ) -> None:
+        super().__init__(endpoint, channel, request, subprotocol, accept)
+        #: Resolved on the loop once the turn has ended.
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def start(self, threads: HandlerThreads) -> bool:
+        """Start the turn on one of `threads`; `False` if their budget is spent."""
+        self.channel.start_pump()
+        return threads.submit(self._on_thread)
+
+    def _on_thread(self) -> None:
+        try:
+            self.serve()
+        finally:
+            # RuntimeError: the loop is gone (process exit) and nobody is waiting.
+            with contextlib.suppress(RuntimeError):
+                self.done.get_loop().call_soon_threadsafe(self._ended)
+
+    def _ended(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def accept_now(self) -> None:
+        self.channel.accept(self.accept)
+
+    def wait(self, awaitable: Awaitable[Any]) -> Any:
+        loop = self.done.get_loop()
+        return asyncio.run_coroutine_threadsafe(_await(awaitable), loop).result()
+
+
+class _GreenletTurn(_HandlerTurn):
+    """The turn in a greenlet handler on its connection's task (see `_greenlets`)."""
+
+    __slots__ = ()
+
+    # The task's cancellation unwinds the handler where it waits (`GreenletRun`).
+    unwinding = (asyncio.CancelledError, GreenletExit)
+
+    def accept_now(self) -> None:
+        # Sent before the handler runs: nothing reads this connection (no pump), so
+        # sending is how a client that left during the guards is found out.
+        await_(self.channel.aaccept(self.accept))
+
+    def wait(self, awaitable: Awaitable[Any]) -> Any:
+        return await_(awaitable)
 
 
 async def _await(awaitable: Awaitable[Any]) -> Any:

@@ -105,14 +105,13 @@ class GreenletRun:
     callback), never from inside a handler: the handler switches back to that greenlet.
     """
 
-    __slots__ = ("_ended", "_error", "_made", "_request", "_step", "greenlet")
+    __slots__ = ("_ended", "_error", "_made", "_request", "_route", "_watch", "greenlet")
 
     # Set by `run`, on the connection's task (whose context variables the handler sees):
     # a run may be made before its loop runs.
     #: Resolved with the next awaitable the handler hands over, or when it has ended.
     _request: asyncio.Future[Any]
     greenlet: HandlerGreenlet
-    _step: Callable[..., Any]
 
     def __init__(
         self,
@@ -123,7 +122,9 @@ class GreenletRun:
         watch: StallWatch | None = None,
         limiter: anyio.CapacityLimiter | None = None,
     ) -> None:
-        self._made = (handler, channel, route, watch, limiter)
+        self._made = (handler, channel, limiter)
+        self._route = route
+        self._watch = watch
         self._ended = False
         self._error: BaseException | None = None
 
@@ -131,8 +132,12 @@ class GreenletRun:
         """Run the handler (`greenlet.switch`, or `greenlet.throw` with an exception) until
         it next waits, and see to what it waits for: a parked handler is resumed by its
         connection (`Channel._wake_parked`), an awaitable is handed to the task."""
+        watch = self._watch
         try:
-            request = self._step(method, *args)
+            if watch is None:
+                request = method(*args)
+            else:
+                request = watch.step(self.greenlet, self._route, method, *args)
         except BaseException as exc:  # noqa: BLE001 - the handler's end: `run` raises it
             self._end(exc)
             return
@@ -150,9 +155,8 @@ class GreenletRun:
         """Start the handler and serve its requests until it ends (on its connection's task)."""
         loop = asyncio.get_running_loop()
         self._request = loop.create_future()
-        handler, channel, route, watch, limiter = self._made
+        handler, channel, limiter = self._made
         greenlet = self.greenlet = HandlerGreenlet(handler, getcurrent(), channel, limiter, self)
-        self._step = _untimed if watch is None else watch.timing(greenlet, route)
         self.resume(greenlet.switch)
         while True:
             request = self._request
@@ -229,7 +233,3 @@ class HandlerGreenlets:
         """Stop the stall watch's thread (the handlers end with their connections)."""
         if self.watch is not None:
             self.watch.stop()
-
-
-def _untimed(step: Callable[..., T], *args: Any) -> T:
-    return step(*args)

@@ -12,7 +12,7 @@ locked, so correct with or without the GIL), which is what a waiting handler thr
 on: a message costs one put and one get, as a plain queue would, with no Python-level
 condition variable on the path. The bounds are counted under `_lock`, held for a few
 operations at a time. Two threads reading one connection at the same time is refused with
-`ConcurrencyError` (a non-blocking try of `_reader`): which of them would get which
+`ConcurrencyError` (`_reading`, set under `_lock`): which of them would get which
 message is arbitrary, so it is a bug in the app, better reported than hidden.
 """
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -52,6 +51,20 @@ class Inbox:
         max_bytes: How many bytes may wait before `put` asks the pump to pause.
     """
 
+    __slots__ = (
+        "_bytes",
+        "_count",
+        "_discarded",
+        "_ended",
+        "_lock",
+        "_paused",
+        "_queue",
+        "_reading",
+        "_resume",
+        "max_bytes",
+        "max_messages",
+    )
+
     def __init__(
         self,
         resume: Callable[[], None],
@@ -64,8 +77,8 @@ class Inbox:
         self.max_bytes = max_bytes
         #: (message, size) pairs, then `_END`; put by the pump (and `end`), taken by `get`.
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._reader = threading.Lock()  # held by the thread inside `get`
         self._lock = threading.Lock()  # guards the fields below
+        self._reading = False  # set by the thread inside `get`
         self._count = 0  # messages put and not yet taken
         self._bytes = 0  # their sizes, added up
         self._paused = False  # set by put when full; cleared by get (which then resumes)
@@ -125,11 +138,13 @@ class Inbox:
             TimeoutError: nothing arrived within `timeout` seconds.
             ConcurrencyError: another thread is already waiting in `get`.
         """
-        if not self._reader.acquire(blocking=False):
-            raise ConcurrencyError(
-                "two threads are reading this WebSocket at once: recv() must be called "
-                "from one thread at a time (usually the connection's handler)"
-            )
+        with self._lock:
+            if self._reading:
+                raise ConcurrencyError(
+                    "two threads are reading this WebSocket at once: recv() must be called "
+                    "from one thread at a time (usually the connection's handler)"
+                )
+            self._reading = True
         try:
             if self._discarded:
                 return None
@@ -155,7 +170,9 @@ class Inbox:
                 if resume:
                     self._paused = False
         finally:
-            self._reader.release()
+            # Without the lock: only this thread writes it while it is set, and another
+            # reader only reads it (a plain attribute store, atomic with or without the GIL).
+            self._reading = False
         if resume:
             self._resume()
         return message
@@ -205,7 +222,9 @@ class Arrivals:
         self._resume = resume
         self.max_messages = max_messages
         self.max_bytes = max_bytes
-        self._events: deque[Message] = deque()
+        #: A list, not a deque: an idle connection's empty deque would cost 600 bytes,
+        #: and at most `max_messages` wait here.
+        self._events: list[Message] = []
         self._bytes = 0  # sizes of the waiting messages, added up
         self._burst = 0  # events taken in a row without waiting (see `BURST`)
         self._paused = False
@@ -282,7 +301,7 @@ class Arrivals:
 
     def _take(self) -> Message:
         events = self._events
-        event = events.popleft()
+        event = events.pop(0)
         if event["type"] == "websocket.receive":
             self._bytes -= len(event.get("text") or event.get("bytes") or "")
             if (

@@ -2,7 +2,7 @@
 
 A handler on the greenlet runner shares its loop's thread with every other connection on
 that loop: `time.sleep(1)` there, or a blocking database driver, stalls all of them. The
-runner times each stretch a handler runs between two waits (`StallWatch.timing`); past
+runner times each stretch a handler runs between two waits (`StallWatch.step`); past
 the threshold it logs a warning, once per route, with the handler's stack and the fix.
 
 Two observers, so the report is both certain and useful: a watch thread samples the
@@ -98,29 +98,25 @@ class StallWatch:
 
     # ----------------------------------------------------------------- the runner's side
 
-    def timing(self, handler: Any, route: str) -> Callable[..., Any]:
-        """A step function for the runner: `step(switch, *args)` runs the handler until it
-        next waits, timed and visible to the watch thread."""
+    def step(self, handler: Any, route: str, switch: Callable[..., Any], *args: Any) -> Any:
+        """Run `handler` (`switch(*args)`: its `switch` or `throw`) until it next waits,
+        timed and visible to the watch thread; what it switched back with.
+
+        A method, not a closure made per handler: an idle connection should cost little.
+        """
         running = self.running
         thread = threading.get_ident()
-        threshold = self.threshold
-        perf_counter = time.perf_counter
-        clock = _gc_clock
-
-        def step(switch: Callable[..., Any], *args: Any) -> Any:
-            started, collected = perf_counter(), clock.total
-            running[thread] = (handler, route, started, collected)
-            try:
-                return switch(*args)
-            finally:
-                running[thread] = None
-                held = perf_counter() - started
-                if held > threshold:  # rare: only then take the collections out
-                    held -= clock.total - collected
-                    if held > threshold:
-                        self.report(route, held, handler.gr_frame, finished=True)
-
-        return step
+        started, collected = time.perf_counter(), _gc_clock.total
+        running[thread] = (handler, route, started, collected)
+        try:
+            return switch(*args)
+        finally:
+            running[thread] = None
+            held = time.perf_counter() - started
+            if held > self.threshold:  # rare: only then take the collections out
+                held -= _gc_clock.total - collected
+                if held > self.threshold:
+                    self.report(route, held, handler.gr_frame, finished=True)
 
     def report(self, route: str, held: float, frame: FrameType | None, *, finished: bool) -> None:
         """Warn that `route`'s handler held the loop `held` seconds; once per route."""

@@ -36,7 +36,6 @@ or `ws="cello.serving:WebSocketProtocol"` in `uvicorn.Config`, `app.run()` or a 
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -101,12 +100,36 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
 
 class _Handover:
     """Stands in for uvicorn's event queue while a consumer is attached: what uvicorn
-    puts (a disconnect) goes to the consumer. Nobody awaits `receive` meanwhile."""
+    puts (a disconnect) goes to the consumer, and each message too (`hand_over_message`,
+    in place of uvicorn's `send_receive_event_to_app`). Nobody awaits `receive` meanwhile.
+    """
 
-    __slots__ = ("put_nowait",)
+    __slots__ = ("_protocol", "put_nowait")
 
-    def __init__(self, consumer: Callable[[Message], None]) -> None:
+    def __init__(self, protocol: WebSocketProtocol, consumer: Callable[[Message], None]) -> None:
+        self._protocol = protocol
         self.put_nowait = consumer
+
+    def hand_over_message(self) -> None:
+        """The message uvicorn has gathered goes to the consumer, and reading is not
+        paused after it (the consumer pauses it when it holds enough)."""
+        protocol = self._protocol
+        frames = protocol.frames
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
+        protocol.frames = []
+        if protocol.close_sent:
+            return  # past the app's close: discarded, as uvicorn does
+        if protocol.curr_msg_data_type == "text":
+            try:
+                text = data.decode()
+            except UnicodeDecodeError:  # websockets checks UTF-8 as it parses: not expected
+                protocol.logger.exception("Invalid UTF-8 sequence received from client.")
+                protocol.conn.send_close(1007)
+                protocol.handle_parser_exception()
+                return
+            self.put_nowait({"type": "websocket.receive", "text": text})
+        else:
+            self.put_nowait({"type": "websocket.receive", "bytes": data})
 
 
 class DirectLink:
@@ -134,10 +157,9 @@ class DirectLink:
             waiting.append(queue.get_nowait())
         # Instance attributes over the protocol's own, for this connection only: other
         # apps' connections keep uvicorn's code unchanged, at its cost.
-        protocol.queue = _Handover(consumer)  # type: ignore[assignment]
-        protocol.send_receive_event_to_app = functools.partial(  # type: ignore[method-assign]
-            _hand_over_message, protocol, consumer
-        )
+        handover = _Handover(protocol, consumer)
+        protocol.queue = handover  # type: ignore[assignment]
+        protocol.send_receive_event_to_app = handover.hand_over_message  # type: ignore[method-assign]
         # uvicorn pauses reading after each message until `receive` empties its queue:
         # emptied here, so reading goes on; the consumer pauses it when it must.
         self.resume_reading()
@@ -183,25 +205,3 @@ class DirectLink:
         else:
             conn.send_text(event["text"].encode())
         self._protocol.transport.write(b"".join(conn.data_to_send()))
-
-
-def _hand_over_message(protocol: WebSocketProtocol, consumer: Callable[[Message], None]) -> None:
-    """uvicorn's `send_receive_event_to_app` for an attached connection: the message goes
-    to the consumer, and reading is not paused after it (the consumer pauses it when it
-    holds enough)."""
-    frames = protocol.frames
-    data = frames[0] if len(frames) == 1 else b"".join(frames)
-    protocol.frames = []
-    if protocol.close_sent:
-        return  # past the app's close: discarded, as uvicorn does
-    if protocol.curr_msg_data_type == "text":
-        try:
-            text = data.decode()
-        except UnicodeDecodeError:  # websockets checks UTF-8 as it parses: not expected
-            protocol.logger.exception("Invalid UTF-8 sequence received from client.")
-            protocol.conn.send_close(1007)
-            protocol.handle_parser_exception()
-            return
-        consumer({"type": "websocket.receive", "text": text})
-    else:
-        consumer({"type": "websocket.receive", "bytes": data})
