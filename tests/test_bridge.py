@@ -122,6 +122,12 @@ class FakeASGI:
     def can_send(self) -> bool:
         return self.gate.is_set() and self.fail is None
 
+    def send_if_ready(self, event: dict[str, Any]) -> bool:
+        if not self.can_send():
+            return False
+        self.send_now(event)
+        return True
+
     def send_now(self, event: dict[str, Any]) -> None:
         assert self.can_send()
         self.entered.set()

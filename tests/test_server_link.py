@@ -9,17 +9,22 @@ test_bridge.py (its `link` path).
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import Counter
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from websockets.protocol import State as WebSocketState
+from websockets.server import ServerProtocol
 from websockets.sync.client import connect
 
 import cello
 from cello import App, WebSocket
 from cello._server_link import EXTENSION, find_link
+from cello._uvicorn_ws import DirectLink
 from cello.serving import WS_PROTOCOL
 from servers import ThreadServer, wait_until
 
@@ -133,6 +138,72 @@ def test_find_link_needs_the_extension_and_the_servers_own_callables() -> None:
     assert find_link({"extensions": None}, receive, send) is None
     assert find_link({}, receive, send) is None
     assert find_link({"extensions": {EXTENSION: {}}}, receive, send) is None
+
+
+class Transport:
+    """What `DirectLink` uses of the server's transport: its writes are kept."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.closing = False
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+
+def ready_protocol() -> SimpleNamespace:
+    """The fields of uvicorn's protocol the link reads, for an open connection, around a
+    real websockets server connection in its OPEN state."""
+    conn = ServerProtocol()
+    conn.state = WebSocketState.OPEN
+    writable = asyncio.Event()
+    writable.set()
+    return SimpleNamespace(
+        close_sent=False,
+        disconnected=False,
+        handshake_complete=True,
+        initial_response=None,
+        writable=writable,
+        transport=Transport(),
+        conn=conn,
+    )
+
+
+@pytest.mark.parametrize(
+    "unready",
+    [
+        {"close_sent": True},
+        {"disconnected": True},
+        {"handshake_complete": False},
+        {"initial_response": (403, [], b"")},
+        "not writable",
+        "transport closing",
+        "connection closing",
+    ],
+)
+def test_send_if_ready_writes_only_what_can_be_sent_at_once(unready: Any) -> None:
+    """`send_if_ready` (a send's hot path) writes a message's frame when the server could
+    send it at once; else writes nothing and says so, as `can_send` would have."""
+    protocol = ready_protocol()
+    link = DirectLink(protocol)  # type: ignore[arg-type]
+    assert link.can_send()
+    assert link.send_if_ready({"type": "websocket.send", "text": "hi"})
+    assert link.send_if_ready({"type": "websocket.send", "bytes": b"\x01"})
+    assert protocol.transport.written == [b"\x81\x02hi", b"\x82\x01\x01"]
+    if isinstance(unready, dict):
+        vars(protocol).update(unready)
+    elif unready == "not writable":
+        protocol.writable.clear()
+    elif unready == "transport closing":
+        protocol.transport.closing = True
+    else:
+        protocol.conn.state = WebSocketState.CLOSING
+    assert not link.can_send()
+    assert not link.send_if_ready({"type": "websocket.send", "text": "late"})
+    assert len(protocol.transport.written) == 2
 
 
 def reading_paused(server: ThreadServer) -> bool:

@@ -458,11 +458,12 @@ class Channel:
         link = self._link
         assert link is not None
         with self._lock:
-            if not (
-                self.state is _OPEN and self._writer_idle and not self._outbox and link.can_send()
-            ):
+            if not (self.state is _OPEN and self._writer_idle and not self._outbox):
                 return False
-        link.send_now(event)
+        # Outside the lock: only the loop changes the server's state, so whether it can
+        # send is the same here as it would be under the lock.
+        if not link.send_if_ready(event):
+            return False
         self.messages_out += 1
         return True
 

@@ -137,7 +137,11 @@ class GreenletRun:
             if watch is None:
                 request = method(*args)
             else:
-                request = watch.step(self.greenlet, self._route, method, *args)
+                stretch = watch.enter(self.greenlet, self._route)
+                try:
+                    request = method(*args)
+                finally:
+                    watch.leave(stretch)
         except BaseException as exc:  # noqa: BLE001 - the handler's end: `run` raises it
             self._end(exc)
             return

@@ -61,6 +61,10 @@ class ServerLink(Protocol):
         loop, with nothing in between)."""
         ...
 
+    def send_if_ready(self, event: Message) -> bool:
+        """`send_now` if `can_send`, in one call (a send's hot path); whether it wrote."""
+        ...
+
 
 def find_link(scope: Scope, receive: Receive, send: Send) -> ServerLink | None:
     """The connection's link, if its server offers one and the app got its own `receive`

@@ -2,7 +2,7 @@
 
 A handler on the greenlet runner shares its loop's thread with every other connection on
 that loop: `time.sleep(1)` there, or a blocking database driver, stalls all of them. The
-runner times each stretch a handler runs between two waits (`StallWatch.step`); past
+runner times each stretch a handler runs between two waits (`StallWatch.enter`, `leave`); past
 the threshold it logs a warning, once per route, with the handler's stack and the fix.
 
 Two observers, so the report is both certain and useful: a watch thread samples the
@@ -32,7 +32,6 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
 from types import FrameType
 from typing import Any, Final
 
@@ -78,6 +77,9 @@ class GcClock:
 #: The process's one clock, installed with the first `StallWatch`.
 _gc_clock = GcClock()
 
+_perf_counter = time.perf_counter
+_get_ident = threading.get_ident
+
 
 class StallWatch:
     """Times greenlet handlers' stretches on the loop and warns about long ones."""
@@ -98,25 +100,26 @@ class StallWatch:
 
     # ----------------------------------------------------------------- the runner's side
 
-    def step(self, handler: Any, route: str, switch: Callable[..., Any], *args: Any) -> Any:
-        """Run `handler` (`switch(*args)`: its `switch` or `throw`) until it next waits,
-        timed and visible to the watch thread; what it switched back with.
+    def enter(self, handler: Any, route: str) -> Running:
+        """A stretch of `handler` on the loop begins (visible to the watch thread); pass
+        what this returns to `leave` when it next waits.
 
-        A method, not a closure made per handler: an idle connection should cost little.
+        Two calls around the runner's own switch, not a function wrapping it: the switch
+        then happens at a shallower C stack, which greenlet copies on every switch.
         """
-        running = self.running
-        thread = threading.get_ident()
-        started, collected = time.perf_counter(), _gc_clock.total
-        running[thread] = (handler, route, started, collected)
-        try:
-            return switch(*args)
-        finally:
-            running[thread] = None
-            held = time.perf_counter() - started
-            if held > self.threshold:  # rare: only then take the collections out
-                held -= _gc_clock.total - collected
-                if held > self.threshold:
-                    self.report(route, held, handler.gr_frame, finished=True)
+        entry = (handler, route, _perf_counter(), _gc_clock.total)
+        self.running[_get_ident()] = entry
+        return entry
+
+    def leave(self, entry: Running) -> None:
+        """The stretch `enter` began has ended: report it if it held the loop too long."""
+        self.running[_get_ident()] = None
+        held = _perf_counter() - entry[2]
+        if held > self.threshold:  # rare: only then take the collections out
+            handler, route, _, collected = entry
+            held -= _gc_clock.total - collected
+            if held > self.threshold:
+                self.report(route, held, handler.gr_frame, finished=True)
 
     def report(self, route: str, held: float, frame: FrameType | None, *, finished: bool) -> None:
         """Warn that `route`'s handler held the loop `held` seconds; once per route."""

@@ -16,7 +16,7 @@ import logging
 import sys
 import threading
 from collections.abc import Callable
-from typing import Literal, overload
+from typing import TYPE_CHECKING, Literal, overload
 
 logger = logging.getLogger("cello")
 
@@ -27,7 +27,9 @@ class _TextField:
     """`WebSocketMessage.text` is both the factory and the attribute, as in Cello.
 
     On the class it returns the factory (`WebSocketMessage.text("hi")`); on a message it
-    returns the message's text (`msg.text`).
+    returns the message's text (`msg.text`). This is how type checkers see it; at run time
+    the two halves are split (see `_MessageClass`) so that reading `msg.text` costs no
+    Python call.
     """
 
     @overload
@@ -39,15 +41,26 @@ class _TextField:
     def __get__(
         self, instance: WebSocketMessage | None, owner: type[WebSocketMessage]
     ) -> Callable[[str], WebSocketMessage] | str | None:
-        if instance is None:
-            return owner.text_message
-        return instance._text
+        raise NotImplementedError  # never made at run time
 
     def __set__(self, instance: WebSocketMessage, value: str | None) -> None:
-        instance._text = value
+        raise NotImplementedError
 
 
-class WebSocketMessage:
+class _MessageClass(type):
+    """The type of `WebSocketMessage`: its `text` property answers on the class (the
+    factory), so the messages' own `text` can be a plain slot, read with no Python call
+    (a handler reads it for every message). A property of the metaclass is a data
+    descriptor, which attribute lookup on the class takes before the slot's descriptor
+    in the class itself; lookup on a message finds only the slot.
+    """
+
+    @property
+    def text(cls) -> Callable[[str], WebSocketMessage]:
+        return cls.text_message  # type: ignore[attr-defined, no-any-return]
+
+
+class WebSocketMessage(metaclass=_MessageClass):
     """A WebSocket message: text, binary, ping, pong or close.
 
     Attributes:
@@ -59,9 +72,10 @@ class WebSocketMessage:
         reason: For a close message, the close reason (may be empty).
     """
 
-    __slots__ = ("_text", "code", "data", "msg_type", "reason")
+    __slots__ = ("code", "data", "msg_type", "reason", "text")
 
-    text = _TextField()
+    if TYPE_CHECKING:
+        text = _TextField()
 
     def __init__(
         self,
@@ -73,7 +87,7 @@ class WebSocketMessage:
         reason: str = "",
     ) -> None:
         self.msg_type: MessageType = msg_type
-        self._text = text
+        self.text = text
         self.data = data
         self.code = code
         self.reason = reason
@@ -121,10 +135,11 @@ class WebSocketMessage:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, WebSocketMessage):
             return NotImplemented
-        # `_DATA` reads the slot itself: a `ReceivedClose`'s `data` property would warn.
-        return (self.msg_type, self._text, _DATA.__get__(self), self.code, self.reason) == (
+        # `_TEXT`, `_DATA` read the slots: a `ReceivedClose`'s properties would warn.
+        mine = (self.msg_type, _TEXT.__get__(self), _DATA.__get__(self), self.code, self.reason)
+        return mine == (
             other.msg_type,
-            other._text,
+            _TEXT.__get__(other),
             _DATA.__get__(other),
             other.code,
             other.reason,
@@ -134,14 +149,15 @@ class WebSocketMessage:
 
     def __repr__(self) -> str:
         if self.msg_type == "text":
-            return f"WebSocketMessage.text({self._text!r})"
+            return f"WebSocketMessage.text({_TEXT.__get__(self)!r})"
         if self.msg_type == "close":
             return f"WebSocketMessage.close({self.code!r}, {self.reason!r})"
         return f"WebSocketMessage.{self.msg_type}({self.data!r})"
 
 
-#: The `data` slot's own descriptor, which `ReceivedClose` shadows with a property.
+#: The `data` and `text` slots' own descriptors, which `ReceivedClose` shadows.
 _DATA = WebSocketMessage.__dict__["data"]
+_TEXT = WebSocketMessage.__dict__["text"]
 
 #: Where a received close message's payload was read, so each place warns once. A set
 #: under a lock: a warning is rare, and this stays exact without the GIL.
@@ -177,6 +193,9 @@ class _ReceivedText:
         _warn_payload_read("text")
         return None
 
+    def __set__(self, instance: ReceivedClose, value: str | None) -> None:
+        _TEXT.__set__(instance, value)  # the slot, as `WebSocketMessage.__init__` sets it
+
 
 class ReceivedClose(WebSocketMessage):
     """The close message `recv()` returns once when the client closes (see the module)."""
@@ -187,6 +206,11 @@ class ReceivedClose(WebSocketMessage):
 
     def __init__(self, code: int, reason: str) -> None:
         super().__init__("close", code=code, reason=reason)
+
+    @classmethod
+    def text_message(cls, text: str) -> WebSocketMessage:
+        """A text message (not a close): `WebSocketMessage.text_message`."""
+        return WebSocketMessage.text_message(text)
 
     @property
     def data(self) -> None:

@@ -80,7 +80,10 @@ class WebSocket:
             ValueError: the text is not valid Unicode (a lone surrogate): nothing is sent.
             ConnectionClosed: the connection is closed (or was closed waiting `timeout`).
         """
-        self._channel.send(text_event(text), timeout)
+        if type(text) is str and text.isascii():  # the usual case, without a call
+            self._channel.send({"type": "websocket.send", "text": text}, timeout)
+        else:
+            self._channel.send(text_event(text), timeout)  # checks, or raises
 
     def send_binary(
         self, data: bytes | bytearray | memoryview, timeout: float | None = None
@@ -182,7 +185,10 @@ class AsyncWebSocket:
 
     async def send_text(self, text: str, timeout: float | None = None) -> None:
         """Send a text message; as `WebSocket.send_text`."""
-        await self._channel.asend(text_event(text), timeout)
+        if type(text) is str and text.isascii():  # the usual case, without a call
+            await self._channel.asend({"type": "websocket.send", "text": text}, timeout)
+        else:
+            await self._channel.asend(text_event(text), timeout)  # checks, or raises
 
     async def send_binary(
         self, data: bytes | bytearray | memoryview, timeout: float | None = None
