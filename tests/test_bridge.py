@@ -618,6 +618,29 @@ def test_an_unexpected_send_error_is_logged_and_loses_the_connection(
     assert "Sending websocket.accept failed" in caplog.text
 
 
+def test_queued_counts_what_waits_for_the_handler_on_every_path() -> None:
+    """`queued` (the metrics' queued messages) counts messages a handler has not read:
+    a sync handler's inbox, or the buffer a server link fills for the other runners.
+    Through plain ASGI they wait in the server's queue, which is the server's own."""
+
+    async def test(fake: FakeASGI) -> None:
+        for sync_reader in (True, False):
+            channel = channel_for(fake, sync_reader=sync_reader)
+            if sync_reader:
+                channel.start_pump()
+            channel.accept(ACCEPT)
+            await settle()
+            for text in ("a", "b", "c"):
+                fake.client_sends(text)
+            await settle()
+            assert channel.queued() == (3 if sync_reader or fake.linked else 0)
+            channel.close()
+            await channel.finish()
+            fake = FakeASGI(linked=fake.linked)
+
+    run(test)
+
+
 def test_an_idle_linked_connection_keeps_no_task() -> None:
     """With a server link, once what a thread handler queued has gone out, the writer ends
     rather than wait: an idle connection holds no task (memory per idle connection), and

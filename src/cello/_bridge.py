@@ -279,9 +279,10 @@ class Channel:
         return self.state is _LOST and not self.accepted
 
     def queued(self) -> int:
-        """Messages waiting now: for the client to take them, or for the handler to read."""
-        inbox = self._inbox
-        return len(self._outbox) + (len(inbox) if inbox is not None else 0)
+        """Messages waiting now: for the client to take them, or for the handler to read
+        (in a sync handler's inbox, or in the buffer a server link fills for the others)."""
+        waiting = self._inbox if self._inbox is not None else self._arrivals
+        return len(self._outbox) + (len(waiting) if waiting is not None else 0)
 
     def _closed_error(self) -> ConnectionClosed:
         return ConnectionClosed(self.close_code or ABNORMAL_CLOSURE, self.close_reason)

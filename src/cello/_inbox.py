@@ -269,6 +269,10 @@ class Arrivals:
         """Whether an event waits (`take_nowait` may have held it back for a turn)."""
         return bool(self._events)
 
+    def __len__(self) -> int:
+        """Events waiting (for the connection's `queued`)."""
+        return len(self._events)
+
     async def receive(self) -> Message:
         """The next event, waiting for it: the connection's ASGI `receive`, served here."""
         events = self._events

@@ -641,7 +641,9 @@ class RedisRelay:
     async def wait_watched(self, group: str) -> None:
         """Wait until this process receives `group`'s broadcasts (after `watch`)."""
         channel = self.prefix + group.encode()
-        while channel not in self._confirmed:
+        # Checked and waited for on the loop, where `_confirm` also runs: no confirmation
+        # can come between the check and the wait.
+        while not self.watching(group):
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.setdefault(channel, []).append(waiter)
             await waiter
