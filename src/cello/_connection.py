@@ -420,20 +420,13 @@ class _ThreadTurn(_HandlerTurn):
 
     __slots__ = ("done",)
 
-    def __init__(
-        self,
-        endpoint: WebSocketEndpoint,
-        channel: Channel,
-        request: Request,
-        subprotocol: str | None,
-        accept: Message,
-    ) -> None:
-        super().__init__(endpoint, channel, request, subprotocol, accept)
-        #: Resolved on the loop once the turn has ended.
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    #: Resolved on the loop once the turn has ended (made by `start`).
+    done: asyncio.Future[None]
 
     def start(self, threads: HandlerThreads) -> bool:
-        """Start the turn on one of `threads`; `False` if their budget is spent."""
+        """Start the turn on one of `threads` (on the loop); `False` if their budget is
+        spent."""
+        self.done = asyncio.get_running_loop().create_future()
         self.channel.start_pump()
         return threads.submit(self._on_thread)
 
