@@ -46,4 +46,6 @@ def test_script_serves_on_the_port_given_on_the_command_line(extra: tuple[str, .
         output, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, output
     if extra:
-        assert output.count("Started server process") >= 2, output
+        # The parent's own lines for each worker: a worker still starting when SIGINT
+        # comes (a busy machine) has not logged "Started server process" yet.
+        assert output.count("Terminated child process") == 2, output
