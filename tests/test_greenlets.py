@@ -16,7 +16,7 @@ from greenlet import getcurrent
 import cello
 from cello import _stall_watch
 from cello._greenlets import GreenletRun, HandlerGreenlets, await_, current_handler
-from cello._stall_watch import StallWatch, _gc_clock
+from cello._stall_watch import LoopStretches, StallWatch, _gc_clock
 from cello.runners import check_runner, default_runner
 from servers import wait_until
 
@@ -185,7 +185,8 @@ def test_a_short_stretch_is_not_reported(caplog: pytest.LogCaptureFixture) -> No
     with caplog.at_level(logging.WARNING, logger="cello"):
         asyncio.run(GreenletRun(quick, object(), route="app.quick", watch=watch).run())
     assert not caplog.records
-    assert watch.running == {threading.get_ident(): None}
+    assert list(watch.loops) == [threading.get_ident()]
+    assert watch.loops[threading.get_ident()].running is None
 
 
 def test_the_watch_thread_shows_the_blocking_call(caplog: pytest.LogCaptureFixture) -> None:
@@ -203,7 +204,8 @@ def test_the_watch_thread_shows_the_blocking_call(caplog: pytest.LogCaptureFixtu
     assert holding.wait(10)
     assert loop_thread.ident is not None
     stretch = (None, "app.stuck", time.perf_counter() - 1.0, _gc_clock.spent())
-    watch.running[loop_thread.ident] = stretch
+    watch.loops[loop_thread.ident] = LoopStretches(watch)
+    watch.loops[loop_thread.ident].running = stretch
     try:
         with caplog.at_level(logging.WARNING, logger="cello"):
             watch._sample()

@@ -37,7 +37,7 @@ from typing import Any, Final, TypeVar, cast
 import anyio
 from greenlet import getcurrent, greenlet
 
-from ._stall_watch import StallWatch
+from ._stall_watch import LoopStretches, StallWatch
 
 T = TypeVar("T")
 
@@ -105,13 +105,24 @@ class GreenletRun:
     callback), never from inside a handler: the handler switches back to that greenlet.
     """
 
-    __slots__ = ("_ended", "_error", "_made", "_request", "_route", "_watch", "greenlet")
+    __slots__ = (
+        "_ended",
+        "_error",
+        "_made",
+        "_request",
+        "_route",
+        "_stretches",
+        "_watch",
+        "greenlet",
+    )
 
     # Set by `run`, on the connection's task (whose context variables the handler sees):
     # a run may be made before its loop runs.
     #: Resolved with the next awaitable the handler hands over, or when it has ended.
     _request: asyncio.Future[Any]
     greenlet: HandlerGreenlet
+    #: The watch's record of the loop's thread (`None`: not watched).
+    _stretches: LoopStretches | None
 
     def __init__(
         self,
@@ -132,16 +143,16 @@ class GreenletRun:
         """Run the handler (`greenlet.switch`, or `greenlet.throw` with an exception) until
         it next waits, and see to what it waits for: a parked handler is resumed by its
         connection (`Channel._wake_parked`), an awaitable is handed to the task."""
-        watch = self._watch
+        stretches = self._stretches
         try:
-            if watch is None:
+            if stretches is None:
                 request = method(*args)
             else:
-                stretch = watch.enter(self.greenlet, self._route)
+                stretch = stretches.enter(self.greenlet, self._route)
                 try:
                     request = method(*args)
                 finally:
-                    watch.leave(stretch)
+                    stretches.leave(stretch)
         except BaseException as exc:  # noqa: BLE001 - the handler's end: `run` raises it
             self._end(exc)
             return
@@ -159,6 +170,7 @@ class GreenletRun:
         """Start the handler and serve its requests until it ends (on its connection's task)."""
         loop = asyncio.get_running_loop()
         self._request = loop.create_future()
+        self._stretches = None if self._watch is None else self._watch.on_this_thread()
         handler, channel, limiter = self._made
         greenlet = self.greenlet = HandlerGreenlet(handler, getcurrent(), channel, limiter, self)
         self.resume(greenlet.switch)

@@ -17,11 +17,11 @@ every thread, wherever it is triggered; with 10,000 connections a full collectio
 hundreds of milliseconds): its time is taken out (`GcClock`), so the warning names only
 handlers that block.
 
-Thread safety: `running` maps a loop thread's id to what runs there; only that thread
-writes its own entry, and the watch thread reads it. A dict's item assignment and lookup
-are atomic on CPython, with the GIL and on free-threaded builds (per-object locks), and
-an entry is a tuple replaced whole, never changed in place. `_lock` guards the rest (the
-warned routes, the watch thread's life).
+Thread safety: each loop thread has its own `LoopStretches`, whose `running` only that
+thread writes and the watch thread reads: an attribute stored in a slot is loaded and
+stored whole (one pointer) on CPython, with the GIL and on free-threaded builds, and an
+entry is a tuple replaced whole, never changed in place. `_lock` guards the rest (the
+loop threads' table, the warned routes, the watch thread's life).
 """
 
 from __future__ import annotations
@@ -78,7 +78,44 @@ class GcClock:
 _gc_clock = GcClock()
 
 _perf_counter = time.perf_counter
-_get_ident = threading.get_ident
+
+
+class LoopStretches:
+    """The handler stretches on one loop thread: the one under way (`running`), timed.
+
+    One per thread, not one table keyed by thread for every stretch: a thread's id is a
+    new integer object on each `threading.get_ident()`, and two of them plus two dict
+    stores per message cost more than the rest of the watch (bench/instructions.py).
+    """
+
+    __slots__ = ("_watch", "running")
+
+    def __init__(self, watch: StallWatch) -> None:
+        self._watch = watch
+        #: The stretch under way on this thread, `None` between stretches.
+        self.running: Running | None = None
+
+    def enter(self, handler: Any, route: str) -> Running:
+        """A stretch of `handler` on the loop begins (visible to the watch thread); pass
+        what this returns to `leave` when it next waits.
+
+        Two calls around the runner's own switch, not a function wrapping it: the switch
+        then happens at a shallower C stack, which greenlet copies on every switch.
+        """
+        entry = (handler, route, _perf_counter(), _gc_clock.total)
+        self.running = entry
+        return entry
+
+    def leave(self, entry: Running) -> None:
+        """The stretch `enter` began has ended: report it if it held the loop too long."""
+        self.running = None
+        held = _perf_counter() - entry[2]
+        watch = self._watch
+        if held > watch.threshold:  # rare: only then take the collections out
+            handler, route, _, collected = entry
+            held -= _gc_clock.total - collected
+            if held > watch.threshold:
+                watch.report(route, held, handler.gr_frame, finished=True)
 
 
 class StallWatch:
@@ -87,8 +124,8 @@ class StallWatch:
     def __init__(self, threshold: float) -> None:
         #: Seconds a handler may hold the loop before it is reported.
         self.threshold = threshold
-        #: The handler running on each loop thread, by thread id (see the module's notes).
-        self.running: dict[int, Running | None] = {}
+        #: Each loop thread's stretches, by thread id (under `_lock`).
+        self.loops: dict[int, LoopStretches] = {}
         self._lock = threading.Lock()
         self._warned: set[str] = set()  # routes already reported (under `_lock`)
         self._thread: threading.Thread | None = None  # the watch thread (under `_lock`)
@@ -100,26 +137,14 @@ class StallWatch:
 
     # ----------------------------------------------------------------- the runner's side
 
-    def enter(self, handler: Any, route: str) -> Running:
-        """A stretch of `handler` on the loop begins (visible to the watch thread); pass
-        what this returns to `leave` when it next waits.
-
-        Two calls around the runner's own switch, not a function wrapping it: the switch
-        then happens at a shallower C stack, which greenlet copies on every switch.
-        """
-        entry = (handler, route, _perf_counter(), _gc_clock.total)
-        self.running[_get_ident()] = entry
-        return entry
-
-    def leave(self, entry: Running) -> None:
-        """The stretch `enter` began has ended: report it if it held the loop too long."""
-        self.running[_get_ident()] = None
-        held = _perf_counter() - entry[2]
-        if held > self.threshold:  # rare: only then take the collections out
-            handler, route, _, collected = entry
-            held -= _gc_clock.total - collected
-            if held > self.threshold:
-                self.report(route, held, handler.gr_frame, finished=True)
+    def on_this_thread(self) -> LoopStretches:
+        """The stretches of the loop running on the calling thread (made on first need)."""
+        thread = threading.get_ident()
+        with self._lock:
+            stretches = self.loops.get(thread)
+            if stretches is None:
+                stretches = self.loops[thread] = LoopStretches(self)
+        return stretches
 
     def report(self, route: str, held: float, frame: FrameType | None, *, finished: bool) -> None:
         """Warn that `route`'s handler held the loop `held` seconds; once per route."""
@@ -187,7 +212,10 @@ class StallWatch:
 
     def _sample(self) -> None:
         now, collected_now = time.perf_counter(), _gc_clock.spent()
-        for thread, entry in list(self.running.items()):
+        with self._lock:
+            loops = list(self.loops.items())
+        for thread, stretches in loops:
+            entry = stretches.running
             if entry is None:
                 continue
             _, route, started, collected = entry
@@ -195,5 +223,5 @@ class StallWatch:
             if held <= self.threshold or route in self._warned:
                 continue
             frame = sys._current_frames().get(thread)
-            if self.running.get(thread) is entry:  # still the same stretch: the frame is its
+            if stretches.running is entry:  # still the same stretch: the frame is its
                 self.report(route, held, frame, finished=False)
