@@ -41,7 +41,7 @@ def docs(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON[0])
 def bench(session: nox.Session) -> None:
-    """The benchmark suite: cello, a raw ASGI app and the peers, every workload (~6 min)."""
+    """The benchmark suite: cello, a raw ASGI app and the peers, every workload (~17 min)."""
     session.install("-e", ".[bench]")
     session.run("python", "bench/suite.py", "--out", "bench/results/suite.md", *session.posargs)
 
